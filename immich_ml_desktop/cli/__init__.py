@@ -1,0 +1,67 @@
+"""`immich-ml-desktop`: no arguments opens the window; subcommands run the same jobs headless.
+
+Each command lives in its own module under `cli/` with `register(subparsers)`; errors a user can meet
+print one clear line on stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from immich_ml_desktop import __version__
+from immich_ml_desktop.errors import UserError
+
+# Modules under immich_ml_desktop.cli that add subcommands, in the order `--help` lists them.
+COMMAND_MODULES = [
+    "devices",
+    "predict",
+    "models",
+    "serve",
+    "index",
+    "stats",
+    "search",
+    "cluster",
+    "immich",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="immich-ml-desktop",
+        description="Immich's machine learning on your workstation. Without a command, opens the window.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"immich_ml_desktop.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"immich_ml_desktop.cli.{name}":
+                continue  # command not built yet in this checkout
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command is None:
+        from immich_ml_desktop.ui.app import run_app  # the only path into Qt
+
+        return run_app()
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""The inference layer: InferenceModel and its subclasses, runtimes, the engine, the model store."""

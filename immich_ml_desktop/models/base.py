@@ -1,0 +1,175 @@
+"""`InferenceModel`: the base class every model inherits, shaped like Immich's own.
+
+A model knows its identity (task, type, name), where its files live in an Immich-layout cache,
+how to get them (`download`), how to load a session on the chosen device (`load`) and how to turn an
+input into Immich's answer (`predict`). To add a model, subclass it and register it in `registry.py`
+(see README "Adding a model").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from immich_ml_desktop.errors import ModelDamagedError, ModelNotFoundError
+from immich_ml_desktop.models.runtime import Device, RuntimeOptions, Session, make_session
+
+log = logging.getLogger(__name__)
+
+
+class ModelTask(str, Enum):
+    SEARCH = "clip"
+    FACIAL_RECOGNITION = "facial-recognition"
+    OCR = "ocr"
+
+
+class ModelType(str, Enum):
+    VISUAL = "visual"
+    TEXTUAL = "textual"
+    DETECTION = "detection"
+    RECOGNITION = "recognition"
+
+
+_CLEAN_NAME = str.maketrans(":\\/", "___", ".")
+
+
+def clean_name(model_name: str) -> str:
+    """Immich's folder name for a model: `org/ViT-B-32:x.y` -> `ViT-B-32_xy`."""
+    return model_name.split("/")[-1].translate(_CLEAN_NAME)
+
+
+def find_model_dir(cache_dirs: list[Path], task: ModelTask, model_name: str) -> Path:
+    """The first cache that holds `<task>/<name>`, or the primary cache (where a download would go)."""
+    name = clean_name(model_name)
+    for cache in cache_dirs:
+        candidate = cache / task.value / name
+        if candidate.is_dir():
+            return candidate
+    return cache_dirs[0] / task.value / name
+
+
+class InferenceModel:
+    """Base of every model. Subclasses set `identity`, `depends` and implement `_load`/`_predict`.
+
+    Thread-safety: `load()` is guarded by a lock; `predict()` may be called from many threads at once
+    once loaded (sessions are thread-safe), so subclasses keep per-call state out of `self`.
+    """
+
+    identity: ClassVar[tuple[ModelType, ModelTask]]
+    depends: ClassVar[list[tuple[ModelType, ModelTask]]] = []
+    model_file: ClassVar[str] = "model.onnx"
+
+    def __init__(
+        self,
+        model_name: str,
+        cache_dirs: list[Path],
+        device: Device,
+        runtime_options: RuntimeOptions | None = None,
+        work_dir: Path | None = None,
+        **options: Any,
+    ) -> None:
+        self.model_name = clean_name(model_name)
+        self.cache_dirs = [Path(p) for p in cache_dirs]
+        self.requested_device = device
+        self.runtime_options = runtime_options or RuntimeOptions()
+        self.work_dir = work_dir  # the app's own cache for derived artefacts; never the model pack
+        self.options = options
+        self.session: Session | None = None
+        self.loaded = False
+        self.last_used = time.monotonic()
+        self._load_lock = threading.Lock()
+
+    # identity -----------------------------------------------------------------------------------
+    @property
+    def model_type(self) -> ModelType:
+        return self.identity[0]
+
+    @property
+    def model_task(self) -> ModelTask:
+        return self.identity[1]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model_name!r}, {self.model_task.value}/{self.model_type.value})"
+
+    # files --------------------------------------------------------------------------------------
+    @property
+    def cache_dir(self) -> Path:
+        """`<cache>/<task>/<name>`: the model's folder in whichever configured cache holds it."""
+        return find_model_dir(self.cache_dirs, self.model_task, self.model_name)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.cache_dir / self.model_type.value
+
+    @property
+    def model_path(self) -> Path:
+        return self.model_dir / self.model_file
+
+    def required_files(self) -> list[Path]:
+        """Files that must exist before `load()`; subclasses add configs and tokenizers."""
+        return [self.model_path]
+
+    def missing_files(self) -> list[Path]:
+        return [p for p in self.required_files() if not p.is_file() or p.stat().st_size == 0]
+
+    @property
+    def cached(self) -> bool:
+        return not self.missing_files()
+
+    def download(self, progress: Callable[..., None] | None = None) -> None:
+        """Fetch this model's files into the primary cache (Hugging Face `immich-app/<name>`)."""
+        from immich_ml_desktop.models.store import ModelStore
+
+        ModelStore(self.cache_dirs[0]).download(self.model_name, progress=progress)
+
+    # loading ------------------------------------------------------------------------------------
+    def load(self) -> None:
+        with self._load_lock:
+            if self.loaded:
+                return
+            missing = self.missing_files()
+            if missing:
+                rel = ", ".join(str(p) for p in missing)
+                raise ModelNotFoundError(
+                    f"Model {self.model_name!r} ({self.model_task.value} {self.model_type.value}) is not in the "
+                    f"model cache: missing {rel}. Run `immich-ml-desktop models download {self.model_name}` "
+                    f"or point --cache-dir at a folder that has it."
+                )
+            start = time.perf_counter()
+            try:
+                self.session = self._load()
+            except (ModelDamagedError, ModelNotFoundError):
+                raise
+            except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+                raise ModelDamagedError(
+                    f"Model {self.model_name!r} ({self.model_task.value} {self.model_type.value}) in "
+                    f"{self.model_dir} cannot be loaded: {e}. Run `immich-ml-desktop models verify`."
+                ) from e
+            self.loaded = True
+            self.last_used = time.monotonic()
+            device = self.session.device.id if self.session is not None else "-"
+            log.info("Loaded %r on %s in %.0f ms", self, device, (time.perf_counter() - start) * 1000)
+
+    def unload(self) -> None:
+        with self._load_lock:
+            self.session = None
+            self.loaded = False
+
+    def _make_session(self, path: Path, **kwargs: Any) -> Session:
+        return make_session(path, self.requested_device, self.runtime_options, **kwargs)
+
+    def _load(self) -> Session:
+        return self._make_session(self.model_path)
+
+    # inference ----------------------------------------------------------------------------------
+    def predict(self, *inputs: Any, **options: Any) -> Any:
+        self.load()
+        self.last_used = time.monotonic()
+        return self._predict(*inputs, **options)
+
+    def _predict(self, *inputs: Any, **options: Any) -> Any:
+        raise NotImplementedError

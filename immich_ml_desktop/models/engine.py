@@ -1,0 +1,202 @@
+"""The one engine that owns the loaded models and the execution device.
+
+The GUI, the CLI and the ML server all call it. Models load lazily on first use, are shared by every
+thread, and unload after `model_ttl` idle seconds. `predict_entries` answers exactly what Immich's
+`/predict` answers for the same entries (see `predict.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from immich_ml_desktop.errors import UserError
+from immich_ml_desktop.models.base import InferenceModel, ModelTask, ModelType, clean_name
+from immich_ml_desktop.models.clip import ClipTextualEncoder, ClipVisualEncoder
+from immich_ml_desktop.models.facial_recognition import FaceDetector, FaceRecognizer
+from immich_ml_desktop.models.images import DecodedImage, ImageInput, decode_image
+from immich_ml_desktop.models.registry import model_class
+from immich_ml_desktop.models.runtime import Device, RuntimeOptions, resolve_device
+from immich_ml_desktop.settings import Settings, app_cache_dir
+
+log = logging.getLogger(__name__)
+
+
+class UnsupportedTaskError(UserError):
+    """No model class serves this task/type here (the server may hand it on to another service)."""
+
+    http_status = 422
+
+
+@dataclass
+class Face:
+    """One detected face in image pixel coordinates, with its (unnormalised) embedding."""
+
+    box: np.ndarray  # (4,) x1, y1, x2, y2 (rounded, unclamped)
+    score: float
+    landmarks: np.ndarray  # (5, 2)
+    embedding: np.ndarray  # (D,)
+
+
+class Engine:
+    def __init__(
+        self,
+        cache_dirs: list[Path] | Path | str,
+        device: str | Device = "auto",
+        *,
+        precision: str = "f32",
+        threads: int = 0,
+        work_dir: Path | None = None,
+        model_ttl: float = 0.0,
+        allow_downloads: bool = False,
+        download_progress: Callable[..., None] | None = None,
+    ) -> None:
+        if isinstance(cache_dirs, (str, Path)):
+            cache_dirs = [Path(cache_dirs)]
+        self.cache_dirs = [Path(p) for p in cache_dirs]
+        self.device = device if isinstance(device, Device) else resolve_device(device)
+        self.work_dir = Path(work_dir) if work_dir else app_cache_dir()
+        self.runtime_options = RuntimeOptions(
+            threads=threads, precision=precision, cache_dir=self.work_dir / "openvino-cache"
+        )
+        self.allow_downloads = allow_downloads
+        self.download_progress = download_progress
+        self.model_ttl = model_ttl
+        self._models: dict[tuple[ModelTask, ModelType, str], InferenceModel] = {}
+        self._lock = threading.Lock()
+        self._download_locks: dict[str, threading.Lock] = {}
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        if model_ttl > 0:
+            self._reaper = threading.Thread(target=self._reap_idle, name="model-reaper", daemon=True)
+            self._reaper.start()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> "Engine":
+        kwargs: dict[str, Any] = dict(
+            cache_dirs=[Path(settings.model_cache_dir), *map(Path, settings.extra_model_dirs)],
+            device=settings.device,
+            precision=settings.precision,
+            threads=settings.threads,
+            model_ttl=settings.model_ttl,
+            allow_downloads=settings.allow_downloads,
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # models -------------------------------------------------------------------------------------
+    def get_model(self, task: ModelTask | str, model_type: ModelType | str, name: str, *, load: bool = True) -> InferenceModel:
+        try:
+            task, model_type = ModelTask(task), ModelType(model_type)
+        except ValueError:
+            raise UnsupportedTaskError(f"Task {task!r} of type {model_type!r} is not served by this app.") from None
+        key = (task, model_type, clean_name(name))
+        with self._lock:
+            model = self._models.get(key)
+            if model is None:
+                cls = model_class(task, model_type)
+                if cls is None:
+                    raise UnsupportedTaskError(f"Task {task.value!r} of type {model_type.value!r} is not served by this app.")
+                model = cls(name, self.cache_dirs, self.device, self.runtime_options, work_dir=self.work_dir)
+                self._models[key] = model
+        if load and not model.loaded:
+            self._ensure_files(model)
+            model.load()
+        model.last_used = time.monotonic()
+        return model
+
+    def _ensure_files(self, model: InferenceModel) -> None:
+        if model.cached or not self.allow_downloads:
+            return
+        try:
+            from immich_ml_desktop.models import catalog
+        except ImportError:
+            return
+        if catalog.lookup(model.model_name) is None:
+            return  # unknown name: load() raises ModelNotFoundError naming what is missing
+        with self._lock:
+            lock = self._download_locks.setdefault(model.model_name, threading.Lock())
+        with lock:
+            if not model.cached:
+                log.info("Downloading %s (missing: %s)", model.model_name, ", ".join(map(str, model.missing_files())))
+                model.download(progress=self.download_progress)
+
+    def loaded_models(self) -> list[dict[str, Any]]:
+        with self._lock:
+            models = list(self._models.values())
+        return [
+            {
+                "task": m.model_task.value,
+                "type": m.model_type.value,
+                "name": m.model_name,
+                "device": m.session.device.id if m.session is not None else None,
+                "idle_seconds": round(time.monotonic() - m.last_used, 1),
+            }
+            for m in models
+            if m.loaded
+        ]
+
+    def unload_all(self) -> None:
+        with self._lock:
+            models = list(self._models.values())
+        for m in models:
+            m.unload()
+
+    def _reap_idle(self) -> None:
+        interval = max(0.05, min(self.model_ttl / 2, 10.0))
+        while not self._stop.wait(interval):
+            now = time.monotonic()
+            with self._lock:
+                models = list(self._models.values())
+            for m in models:
+                if m.loaded and now - m.last_used > self.model_ttl:
+                    log.info("Unloading %r after %.0f s idle", m, now - m.last_used)
+                    m.unload()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.unload_all()
+
+    # convenience for the library and the GUI ------------------------------------------------------
+    def clip_visual(self, name: str) -> ClipVisualEncoder:
+        return self.get_model(ModelTask.SEARCH, ModelType.VISUAL, name)  # type: ignore[return-value]
+
+    def clip_textual(self, name: str) -> ClipTextualEncoder:
+        return self.get_model(ModelTask.SEARCH, ModelType.TEXTUAL, name)  # type: ignore[return-value]
+
+    def clip_image(self, name: str, image: ImageInput) -> np.ndarray:
+        return self.clip_visual(name).encode_images([image])[0]
+
+    def clip_text(self, name: str, text: str, language: str | None = None) -> np.ndarray:
+        return self.clip_textual(name).encode_text(text, language)
+
+    def faces(self, name: str, image: ImageInput, min_score: float = 0.7) -> list[Face]:
+        detector: FaceDetector = self.get_model(ModelTask.FACIAL_RECOGNITION, ModelType.DETECTION, name)  # type: ignore[assignment]
+        recognizer: FaceRecognizer = self.get_model(ModelTask.FACIAL_RECOGNITION, ModelType.RECOGNITION, name)  # type: ignore[assignment]
+        decoded = image if isinstance(image, DecodedImage) else DecodedImage(decode_image(image))
+        found = detector.detect_bgr(decoded.bgr, min_score)
+        if found["boxes"].shape[0] == 0:
+            return []
+        embeddings = recognizer.embed_faces(decoded.bgr, found)
+        return [
+            Face(box=b, score=float(s), landmarks=l, embedding=e)
+            for b, s, l, e in zip(found["boxes"], found["scores"], found["landmarks"], embeddings)
+        ]
+
+    def predict_entries(self, entries: Any, image: bytes | ImageInput | None = None, text: str | None = None) -> dict[str, Any]:
+        from immich_ml_desktop.models.predict import run_entries
+
+        return run_entries(self, entries, image=image, text=text)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+

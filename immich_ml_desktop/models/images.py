@@ -1,0 +1,112 @@
+"""Image decoding and the reference preprocessing helpers (numpy/PIL, no per-pixel Python loops).
+
+`decode_image` decodes exactly as Immich's ML service does (no EXIF transpose: the server sends
+previews already rotated) and turns every failure into an `ImageDecodeError` that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from immich_ml_desktop.errors import ImageDecodeError
+
+try:  # HEIC/HEIF and AVIF; optional so that a missing wheel only loses those formats
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    if hasattr(pillow_heif, "register_avif_opener"):
+        pillow_heif.register_avif_opener()
+except ImportError:  # pragma: no cover - pillow-heif is a dependency
+    pass
+
+# Decompression bombs: a 1440 px preview is ~3 Mpx; allow large originals but refuse absurd sizes.
+Image.MAX_IMAGE_PIXELS = 300_000_000
+
+
+class DecodedImage:
+    """A decoded RGB image plus its BGR array, computed once and shared by the face models."""
+
+    __slots__ = ("pil", "_bgr")
+
+    def __init__(self, pil: Image.Image) -> None:
+        self.pil = pil
+        self._bgr: np.ndarray | None = None
+
+    @property
+    def bgr(self) -> np.ndarray:
+        if self._bgr is None:
+            self._bgr = to_bgr(self.pil)
+        return self._bgr
+
+    @property
+    def width(self) -> int:
+        return self.pil.width
+
+    @property
+    def height(self) -> int:
+        return self.pil.height
+
+
+ImageInput = bytes | Image.Image | DecodedImage
+
+
+def decode_image(data: ImageInput, what: str = "image") -> Image.Image:
+    """Decode bytes into a fully loaded RGB PIL image, or raise ImageDecodeError."""
+    if isinstance(data, DecodedImage):
+        return data.pil
+    if isinstance(data, Image.Image):
+        image = data
+    else:
+        if not data:
+            raise ImageDecodeError(f"The {what} is empty (0 bytes).")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+                image.load()
+        except UnidentifiedImageError:
+            raise ImageDecodeError(
+                f"The {what} is not an image format this app can read "
+                f"(first bytes {data[:8].hex()}); send JPEG, PNG, WebP, HEIC, AVIF, TIFF or BMP."
+            ) from None
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageDecodeError(f"The {what} is corrupt or truncated and cannot be decoded: {e}.") from None
+    if image.width <= 0 or image.height <= 0:
+        raise ImageDecodeError(f"The {what} has zero width or height.")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+def to_bgr(image: Image.Image) -> np.ndarray:
+    """PIL RGB -> OpenCV BGR uint8, as Immich's `decode_cv2` does for the face models."""
+    return cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
+
+
+def bgr_of(data: ImageInput) -> np.ndarray:
+    return data.bgr if isinstance(data, DecodedImage) else to_bgr(decode_image(data))
+
+
+def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """Immich's `resize_pil`: bicubic, shorter side to `size`, the other side truncated to int."""
+    if image.width < image.height:
+        return image.resize((size, int((image.height / image.width) * size)), resample=Image.Resampling.BICUBIC)
+    return image.resize((int((image.width / image.height) * size), size), resample=Image.Resampling.BICUBIC)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Immich's `crop_pil`: left = int(w/2 - size/2)."""
+    left = int((image.size[0] / 2) - (size / 2))
+    upper = int((image.size[1] / 2) - (size / 2))
+    return image.crop((left, upper, left + size, upper + size))
+
+
+def normalize_chw(image: Image.Image, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """/255, (x - mean)/std, HWC -> CHW float32."""
+    arr = np.asarray(image, dtype=np.float32) / 255.0
+    return np.divide(arr - mean, std, dtype=np.float32).transpose(2, 0, 1)

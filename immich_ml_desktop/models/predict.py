@@ -1,0 +1,104 @@
+"""Immich's `/predict` contract: parse `entries`, run the models, build the exact answer.
+
+Shared by the ML server and `immich-ml-desktop predict`, so the CLI prints byte for byte what the
+server would answer. Embeddings are JSON strings; boxes are rounded, unclamped pixel coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from immich_ml_desktop.errors import EntriesFormatError, InvalidInputError
+from immich_ml_desktop.models.base import ModelTask, ModelType
+from immich_ml_desktop.models.images import DecodedImage, decode_image
+
+if TYPE_CHECKING:
+    from immich_ml_desktop.models.engine import Engine
+
+TEXT_TYPES = {ModelType.TEXTUAL.value}
+
+
+@dataclass(frozen=True)
+class Entry:
+    task: str
+    type: str
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_text(self) -> bool:
+        return self.type in TEXT_TYPES
+
+
+def parse_entries(raw: str | bytes | dict[str, Any]) -> list[Entry]:
+    """`{task: {type: {"modelName": str, "options": {...}}}}` -> entries; 422-type error if malformed."""
+    try:
+        request = orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    except orjson.JSONDecodeError as e:
+        raise EntriesFormatError(f"Invalid request format: entries is not valid JSON ({e}).") from None
+    if not isinstance(request, dict) or not request:
+        raise EntriesFormatError('Invalid request format: entries must be a JSON object like {"clip": {"visual": {"modelName": "ViT-B-32__openai"}}}.')
+    entries: list[Entry] = []
+    for task, types in request.items():
+        if not isinstance(types, dict) or not types:
+            raise EntriesFormatError(f"Invalid request format: entries[{task!r}] must be an object of model types.")
+        for model_type, spec in types.items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("modelName"), str) or not spec["modelName"].strip():
+                raise EntriesFormatError(f"Invalid request format: entries[{task!r}][{model_type!r}] needs a modelName string.")
+            options = spec.get("options") or {}
+            if not isinstance(options, dict):
+                raise EntriesFormatError(f"Invalid request format: options of {task}/{model_type} must be an object.")
+            entries.append(Entry(str(task), str(model_type), spec["modelName"], options))
+    return entries
+
+
+def _depends(entry: Entry) -> list[tuple[str, str]]:
+    from immich_ml_desktop.models.registry import model_class
+
+    try:
+        cls = model_class(ModelTask(entry.task), ModelType(entry.type))
+    except ValueError:
+        return []
+    return [(t.value, k.value) for k, t in cls.depends] if cls else []
+
+
+def run_entries(engine: "Engine", raw_entries: Any, image: Any = None, text: str | None = None) -> dict[str, Any]:
+    entries = raw_entries if isinstance(raw_entries, list) else parse_entries(raw_entries)
+    if image is None and text is None:
+        raise InvalidInputError("Either image or text must be provided.")
+    payload: Any
+    if image is not None:
+        payload = image if isinstance(image, DecodedImage) else DecodedImage(decode_image(image))
+    else:
+        payload = text
+    for entry in entries:
+        if entry.needs_text and text is None:
+            raise InvalidInputError(f"Task {entry.task} of type {entry.type} needs text, but only an image was sent.")
+        if not entry.needs_text and image is None:
+            raise InvalidInputError(f"Task {entry.task} of type {entry.type} needs an image, but only text was sent.")
+
+    outputs: dict[tuple[str, str], Any] = {}
+    response: dict[str, Any] = {}
+    without = [e for e in entries if not _depends(e)]
+    with_deps = [e for e in entries if _depends(e)]
+    for entry in [*without, *with_deps]:
+        model = engine.get_model(entry.task, entry.type, entry.name)
+        inputs: list[Any] = [payload]
+        for dep in _depends(entry):
+            if dep not in outputs:
+                raise InvalidInputError(f"Task {entry.task} of type {entry.type} depends on output of {dep[1]}.")
+            inputs.append(outputs[dep])
+        output = model.predict(*inputs, **entry.options)
+        outputs[(entry.task, entry.type)] = output
+        response[entry.task] = output
+    if isinstance(payload, DecodedImage):
+        response["imageHeight"], response["imageWidth"] = payload.height, payload.width
+    return response
+
+
+def to_json(response: dict[str, Any]) -> bytes:
+    """Serialise as Immich does (orjson with numpy support)."""
+    return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,281 @@
+"""Runtimes behind one small interface: ONNX Runtime (CPU, CUDA, DirectML, CoreML) and OpenVINO.
+
+A `Session` looks like an `onnxruntime.InferenceSession` (`get_inputs`, `get_outputs`, `run`), so
+insightface's `RetinaFace` and `ArcFaceONNX` run unchanged on either runtime, as in Immich.
+Device discovery reports what this machine really has; `auto` picks the fastest that works, and a
+device that fails to load a model falls back to the CPU with a logged warning, never silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from immich_ml_desktop.errors import DeviceUnavailableError, ModelDamagedError
+
+log = logging.getLogger(__name__)
+
+# ONNX Runtime execution providers we know, with the device id users type.
+_ORT_PROVIDERS = {
+    "cuda": "CUDAExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+# Fastest first: what `auto` tries. On CPUs with AVX-512/AMX OpenVINO is about twice as fast as
+# ONNX Runtime's CPU provider for CLIP (see bench/), so it comes before `cpu`.
+_AUTO_ORDER = ("cuda", "openvino:GPU", "directml", "coreml", "openvino:NPU", "openvino:CPU", "cpu")
+
+
+@dataclass(frozen=True)
+class Device:
+    """An execution device: `id` is what `--device` takes (cpu, cuda, openvino:CPU, ...)."""
+
+    id: str
+    runtime: str  # "onnxruntime" or "openvino"
+    name: str  # provider or OpenVINO device name
+    description: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How sessions are made: threads (0 = runtime default) and OpenVINO inference precision."""
+
+    threads: int = 0
+    precision: str = "f32"
+    cache_dir: Path | None = None  # OpenVINO compiled-blob cache (never inside a model pack)
+
+
+@lru_cache(maxsize=1)
+def _ov_core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+def openvino_available() -> bool:
+    try:
+        _ov_core()
+        return True
+    except Exception:  # noqa: BLE001 - any import or plugin failure means "not available"
+        return False
+
+
+def discover_devices() -> list[Device]:
+    """Every runtime/device pair that exists on this machine, in `auto` preference order."""
+    found: dict[str, Device] = {}
+    try:
+        import onnxruntime as ort
+
+        version = ort.__version__
+        available = set(ort.get_available_providers())
+        for dev_id, provider in _ORT_PROVIDERS.items():
+            if provider in available:
+                found[dev_id] = Device(dev_id, "onnxruntime", provider, f"ONNX Runtime {version} {provider}")
+    except ImportError:
+        log.info("onnxruntime is not installed")
+    if openvino_available():
+        import openvino as ov
+
+        core = _ov_core()
+        for name in core.available_devices:
+            try:
+                full = core.get_property(name, "FULL_DEVICE_NAME")
+            except Exception:  # noqa: BLE001
+                full = name
+            dev_id = f"openvino:{name}"
+            found[dev_id] = Device(dev_id, "openvino", name, f"OpenVINO {ov.get_version().split('-')[0]} {full}")
+
+    def rank(dev: Device) -> int:
+        generic = dev.id.split(".")[0]  # openvino:GPU.1 ranks like openvino:GPU
+        return _AUTO_ORDER.index(generic) if generic in _AUTO_ORDER else len(_AUTO_ORDER)
+
+    return sorted(found.values(), key=rank)
+
+
+def resolve_device(spec: str) -> Device:
+    """Turn `--device` into a Device. `auto` is the first discovered; an unknown id is an error."""
+    devices = discover_devices()
+    if not devices:
+        raise DeviceUnavailableError("No inference runtime found: install onnxruntime or openvino.")
+    spec = (spec or "auto").strip()
+    if spec == "auto":
+        return devices[0]
+    if spec == "openvino":
+        spec = "openvino:CPU"
+    for dev in devices:
+        if dev.id.lower() == spec.lower():
+            return dev
+    known = ", ".join(["auto"] + [d.id for d in devices])
+    raise DeviceUnavailableError(f"Device {spec!r} is not available on this machine. Available: {known}.")
+
+
+class NodeInfo:
+    """What `get_inputs()` / `get_outputs()` return: ONNX Runtime's NodeArg shape (name, shape, type)."""
+
+    def __init__(self, name: str, shape: list[int | str | None], type: str = "tensor(float)") -> None:
+        self.name = name
+        self.shape = shape
+        self.type = type
+
+    def __repr__(self) -> str:
+        return f"NodeInfo({self.name!r}, {self.shape!r})"
+
+
+class Session:
+    """One loaded model on one device; safe to call from several threads at once."""
+
+    device: Device
+    path: Path
+
+    def get_inputs(self) -> list[NodeInfo]:
+        raise NotImplementedError
+
+    def get_outputs(self) -> list[NodeInfo]:
+        raise NotImplementedError
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def set_providers(self, providers: Iterable[str]) -> None:
+        """insightface calls this for ctx_id < 0; we choose devices ourselves."""
+
+
+class OrtSession(Session):
+    def __init__(self, path: Path, device: Device, options: RuntimeOptions) -> None:
+        import onnxruntime as ort
+
+        self.path = path
+        self.device = device
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.inter_op_num_threads = 1
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+        so.log_severity_level = 3
+        providers: list[Any] = [device.name]
+        if device.name != "CPUExecutionProvider":
+            providers.append("CPUExecutionProvider")
+        self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        self._inputs = [NodeInfo(i.name, list(i.shape), i.type) for i in self._session.get_inputs()]
+        self._outputs = [NodeInfo(o.name, list(o.shape), o.type) for o in self._session.get_outputs()]
+
+    def get_inputs(self) -> list[NodeInfo]:
+        return self._inputs
+
+    def get_outputs(self) -> list[NodeInfo]:
+        return self._outputs
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._session.run(output_names, input_feed)
+
+
+_OV_PRECISION = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
+
+
+def _ov_dim(dim: Any) -> int | str:
+    return dim.get_length() if dim.is_static else "?"
+
+
+class OpenVinoSession(Session):
+    """OpenVINO reading the same ONNX file; one infer request per calling thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        device: Device,
+        options: RuntimeOptions,
+        input_shapes: dict[str, list[int]] | None = None,
+    ) -> None:
+        self.path = path
+        self.device = device
+        core = _ov_core()
+        model = core.read_model(str(path))
+        if input_shapes:
+            model.reshape({name: shape for name, shape in input_shapes.items()})
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if device.name.startswith("CPU"):
+            config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION[options.precision]
+            if options.threads:
+                config["INFERENCE_NUM_THREADS"] = options.threads
+        elif options.precision != "f32":
+            config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION[options.precision]
+        if options.cache_dir is not None:
+            options.cache_dir.mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(options.cache_dir)
+        self._compiled = core.compile_model(model, device.name, config)
+        self._local = threading.local()
+        self._inputs = [
+            NodeInfo(p.any_name, [_ov_dim(d) for d in p.get_partial_shape()]) for p in self._compiled.inputs
+        ]
+        self._outputs = [
+            NodeInfo(p.any_name, [_ov_dim(d) for d in p.get_partial_shape()]) for p in self._compiled.outputs
+        ]
+        self._out_index = {o.name: i for i, o in enumerate(self._outputs)}
+
+    def get_inputs(self) -> list[NodeInfo]:
+        return self._inputs
+
+    def get_outputs(self) -> list[NodeInfo]:
+        return self._outputs
+
+    def _request(self) -> Any:
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self._compiled.create_infer_request()
+        return req
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self._request().infer(input_feed)
+        values = list(result.values())
+        if output_names is None:
+            return [np.array(v, copy=True) for v in values]
+        return [np.array(values[self._out_index[name]], copy=True) for name in output_names]
+
+
+def make_session(
+    path: Path,
+    device: Device,
+    options: RuntimeOptions,
+    *,
+    ov_input_shapes: dict[str, list[int]] | None = None,
+    fallback: bool = True,
+) -> Session:
+    """Load `path` on `device`; if that device fails, warn and use ONNX Runtime on the CPU."""
+    try:
+        if device.runtime == "openvino":
+            return OpenVinoSession(path, device, options, ov_input_shapes)
+        return OrtSession(path, device, options)
+    except Exception as e:  # noqa: BLE001 - classify below
+        damaged = _looks_damaged(e)
+        if damaged or not fallback or device.id == "cpu":
+            raise ModelDamagedError(
+                f"Cannot load model file {path}: {_first_line(e)}. The file may be truncated or corrupt; "
+                f"run `immich-ml-desktop models verify` and download the model again."
+            ) from e
+        log.warning("Device %s could not load %s (%s); falling back to cpu", device.id, path, _first_line(e))
+        cpu = Device("cpu", "onnxruntime", "CPUExecutionProvider", "ONNX Runtime CPU (fallback)")
+        return make_session(path, cpu, options, fallback=False)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def _looks_damaged(e: BaseException) -> bool:
+    text = str(e).lower()
+    return any(
+        s in text
+        for s in ("protobuf parsing failed", "invalid_protobuf", "no_suchfile", "load model", "parse", "corrupt")
+    )
