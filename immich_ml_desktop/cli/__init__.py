@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Callable
 
 from immich_ml_desktop import __version__
 from immich_ml_desktop.errors import UserError
@@ -47,16 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, open_window: Callable[[], int] | None = None) -> int:
+    """Run a command; without one, `open_window` (the GUI, given by `immich_ml_desktop.main`) or help."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.command is None:
-        from immich_ml_desktop.ui.app import run_app  # the only path into Qt
-
-        return run_app()
+        if open_window is None:
+            parser.print_help()
+            return 0
+        return open_window()
     try:
         return int(args.func(args) or 0)
     except UserError as e:

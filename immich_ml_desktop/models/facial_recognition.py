@@ -63,7 +63,8 @@ class FaceDetector(InferenceModel):
             det = self._detectors.get(min_score)
             if det is None:
                 det = RetinaFace(session=self.session)
-                det.prepare(ctx_id=0, det_thresh=min_score, input_size=DETECTION_SIZE)
+                # A static 640x640 graph (OpenVINO) already fixes the size; insightface would print a warning.
+                det.prepare(ctx_id=0, det_thresh=min_score, input_size=None if det.input_size else DETECTION_SIZE)
                 self._detectors[min_score] = det
             return det
 

@@ -1,0 +1,91 @@
+"""Text encoder variants on tiny models built here: SigLIP-style canonicalize, M-CLIP's two inputs,
+NLLB language prefixes, and the context length / pad token from the pack's own configs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CLIP_PACK
+from immich_ml_desktop.models.engine import Engine
+
+
+def _write_echo_model(path: Path, inputs: list[str], length: int) -> None:
+    """A tiny ONNX text encoder whose 'embedding' is its (first) input tokens as floats, plus, for
+    two inputs, the attention mask: lets tests see exactly what the tokenizer fed the model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph_inputs = [helper.make_tensor_value_info(n, TensorProto.INT32, [1, length]) for n in inputs]
+    nodes = [helper.make_node("Cast", [inputs[0]], ["ids_f"], to=TensorProto.FLOAT)]
+    if len(inputs) == 2:
+        nodes.append(helper.make_node("Cast", [inputs[1]], ["mask_f"], to=TensorProto.FLOAT))
+        nodes.append(helper.make_node("Concat", ["ids_f", "mask_f"], ["embedding"], axis=1))
+        out_len = 2 * length
+    else:
+        nodes.append(helper.make_node("Identity", ["ids_f"], ["embedding"]))
+        out_len = length
+    graph = helper.make_graph(nodes, "echo", graph_inputs, [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, out_len])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+def _pack(models_dir: Path, cache: Path, name: str, inputs: list[str], text_cfg: dict) -> None:
+    src = models_dir / "clip" / CLIP_PACK / "textual"
+    dst = cache / "clip" / name / "textual"
+    dst.mkdir(parents=True)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(src / f, dst / f)
+    length = text_cfg.get("context_length", 77)
+    _write_echo_model(dst / "model.onnx", inputs, length)
+    (cache / "clip" / name / "config.json").write_text(json.dumps({"embed_dim": length, "text_cfg": text_cfg}))
+
+
+@pytest.fixture
+def echo_engine(models_dir: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    _pack(models_dir, cache, "echo-plain", ["text"], {"context_length": 16})
+    _pack(models_dir, cache, "echo-siglip", ["text"], {"context_length": 16, "tokenizer_kwargs": {"clean": "canonicalize"}})
+    _pack(models_dir, cache, "echo-M-CLIP", ["input_ids", "attention_mask"], {"context_length": 16})
+    _pack(models_dir, cache, "echo-nllb", ["text"], {"context_length": 16})
+    with Engine(cache, "cpu", work_dir=tmp_path / "work") as engine:
+        yield engine
+
+
+def ids(engine: Engine, name: str, text: str, language: str | None = None) -> list[int]:
+    return engine.clip_text(name, text, language).astype(int).tolist()
+
+
+def test_padding_to_context_length_with_pad_token(echo_engine: Engine) -> None:
+    tokens = ids(echo_engine, "echo-plain", "a photo of a cat")
+    pad = echo_engine.clip_textual("echo-plain").tokenizer.token_to_id("<|endoftext|>")
+    assert len(tokens) == 16
+    assert tokens[-1] == pad and tokens.count(pad) >= 16 - 7
+    assert ids(echo_engine, "echo-plain", "a   photo\n of a\tcat ") == tokens  # whitespace collapsed
+
+
+def test_truncation_at_context_length(echo_engine: Engine) -> None:
+    assert len(ids(echo_engine, "echo-plain", "word " * 100)) == 16
+
+
+def test_canonicalize_drops_punctuation_and_case(echo_engine: Engine) -> None:
+    assert ids(echo_engine, "echo-siglip", "Hello, World!") == ids(echo_engine, "echo-siglip", "hello world")
+    assert ids(echo_engine, "echo-plain", "Hello, World!") != ids(echo_engine, "echo-plain", "hello world")
+
+
+def test_mclip_gets_ids_and_attention_mask(echo_engine: Engine) -> None:
+    out = ids(echo_engine, "echo-M-CLIP", "a cat")
+    tokens, mask = out[:16], out[16:]
+    assert sum(mask) == len([t for t, m in zip(tokens, mask) if m]) and 0 < sum(mask) < 16
+    assert mask[: sum(mask)] == [1] * sum(mask)  # real tokens first, then padding
+
+
+def test_nllb_language_prefix(echo_engine: Engine) -> None:
+    assert ids(echo_engine, "echo-nllb", "ein Hund", "de") != ids(echo_engine, "echo-nllb", "ein Hund", "fr")
+    assert ids(echo_engine, "echo-nllb", "a dog", None) == ids(echo_engine, "echo-plain", "a dog")
