@@ -1,0 +1,78 @@
+"""What every page of the window shares: the settings, the one Engine and the library store.
+
+The Engine is built lazily by the first background task that needs it (discovering devices takes
+about a second) and rebuilt only when a setting it depends on changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Any
+
+from PySide6.QtCore import QObject, QThreadPool, Signal
+
+from immich_ml_desktop.models.engine import Engine
+from immich_ml_desktop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Settings the Engine is built from: changing one of these means a new Engine.
+ENGINE_FIELDS = ("device", "precision", "threads", "model_cache_dir", "extra_model_dirs", "allow_downloads", "model_ttl")
+
+
+class AppContext(QObject):
+    settings_changed = Signal(object)  # Settings
+    engine_changed = Signal(object)  # Engine
+    library_changed = Signal()  # the store's content changed (indexing, review); views re-read it
+    status = Signal(str)  # a short message for the status bar
+
+    def __init__(self, settings: Settings, engine: Engine | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.pool = QThreadPool.globalInstance()
+        self.pool.setMaxThreadCount(max(4, self.pool.maxThreadCount()))
+        self._engine = engine
+        self._engine_lock = threading.Lock()
+        self.download_progress: Any = None  # set by the Settings page: shows model downloads
+
+    # engine ---------------------------------------------------------------------------------------
+    def engine(self) -> Engine:
+        """The shared Engine, built on first use. Call from a background task, never the GUI thread."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = Engine.from_settings(self.settings, download_progress=self._on_download)
+                self.engine_changed.emit(self._engine)
+            return self._engine
+
+    @property
+    def engine_if_ready(self) -> Engine | None:
+        return self._engine
+
+    def _on_download(self, *args: Any, **kwargs: Any) -> None:
+        if self.download_progress is not None:
+            self.download_progress(*args, **kwargs)
+
+    # settings -------------------------------------------------------------------------------------
+    def apply_settings(self, new: Settings) -> None:
+        """Validate, save, and rebuild the Engine if a setting it depends on changed."""
+        new.validate()
+        old = self.settings
+        self.settings = new
+        new.save()
+        if any(getattr(old, f) != getattr(new, f) for f in ENGINE_FIELDS):
+            with self._engine_lock:
+                stale, self._engine = self._engine, None
+            if stale is not None:
+                self.pool.start(stale.close)  # unloading models can take a moment
+        self.settings_changed.emit(new)
+
+    def updated_settings(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self.settings, **changes)
+
+    def close(self) -> None:
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()

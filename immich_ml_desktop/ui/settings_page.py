@@ -1,0 +1,268 @@
+"""Settings page: device and runtime, precision, threads, models, folders; downloads missing models."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from immich_ml_desktop.settings import PRECISIONS, Settings
+from immich_ml_desktop.ui.workers import run_task
+from immich_ml_desktop.ui.widgets import Page, label
+
+TASK_DIRS = {"clip": "clip", "face": "facial-recognition"}
+
+
+def known_models(settings: Settings, kind: str) -> list[str]:
+    """Models on disk in every cache folder, without duplicates."""
+    names: list[str] = []
+    for root in [settings.model_cache_dir, *settings.extra_model_dirs]:
+        folder = Path(root) / TASK_DIRS[kind]
+        if folder.is_dir():
+            names += sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return list(dict.fromkeys(names))
+
+
+class _DownloadSignals(QObject):
+    progress = Signal(str, int, int)  # model, done bytes, total bytes
+
+
+class SettingsPage(Page):
+    page_name = "Settings"
+    page_tip = "Device, precision, threads, models and folders"
+
+    def __init__(self, context, parent: QWidget | None = None) -> None:
+        super().__init__(
+            "Settings",
+            "Where the models run and which ones. Changes take effect when you press Apply; "
+            "a running server keeps its models until you restart it.",
+            parent,
+        )
+        self.context = context
+        form = QFormLayout()
+        form.setHorizontalSpacing(16)
+        form.setVerticalSpacing(10)
+
+        self.device = QComboBox()
+        self.device.setToolTip("auto picks the fastest device that works on this machine")
+        self.device.addItem("auto (fastest available)", "auto")
+        self.device_note = label("Looking for devices…", "hint")
+        form.addRow("&Device", self.device)
+        form.addRow("", self.device_note)
+
+        self.precision = QComboBox()
+        self.precision.addItems(list(PRECISIONS))
+        self.precision.setToolTip("Inference precision on OpenVINO devices; f16/bf16 are faster on GPUs and new CPUs")
+        form.addRow("&Precision", self.precision)
+
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 256)
+        self.threads.setSpecialValueText("automatic (all cores)")
+        self.threads.setToolTip("Threads per model; 0 lets the runtime use every core")
+        form.addRow("&Threads", self.threads)
+
+        self.clip_model = QComboBox()
+        self.clip_model.setEditable(True)
+        self.clip_model.setToolTip("The CLIP model for smart search; must match the one Immich is set to")
+        form.addRow("&CLIP model", self.clip_model)
+        self.face_model = QComboBox()
+        self.face_model.setEditable(True)
+        self.face_model.setToolTip("The face detection and recognition model pack (Immich's default is buffalo_l)")
+        form.addRow("&Face model", self.face_model)
+
+        self.cache_dir = QLineEdit()
+        self.cache_dir.setToolTip("Model cache in Immich's layout (<folder>/clip/<model>/...); an existing Immich cache works")
+        form.addRow("Model &folder", self._with_browse(self.cache_dir, directory=True))
+        self.library_path = QLineEdit()
+        self.library_path.setToolTip("The library file that holds your indexed photos, faces and review decisions")
+        form.addRow("&Library file", self._with_browse(self.library_path, directory=False))
+        self.allow_downloads = QCheckBox("Download missing models from Hugging Face when needed")
+        form.addRow("", self.allow_downloads)
+        form_box = QWidget()
+        form_box.setLayout(form)
+        form_box.setMaximumWidth(900)
+        self.body.addWidget(form_box)
+
+        self.download_bar = QProgressBar()
+        self.download_bar.setTextVisible(True)
+        self.download_bar.hide()
+        self.body.addWidget(self.download_bar)
+
+        buttons = QHBoxLayout()
+        self.download_button = QPushButton("Download &missing models")
+        self.download_button.setToolTip("Fetch the chosen CLIP and face models if they are not in the model folder")
+        self.download_button.clicked.connect(self.download_missing)
+        self.revert_button = QPushButton("&Revert")
+        self.revert_button.clicked.connect(self.load_from_settings)
+        self.apply_button = QPushButton("&Apply")
+        self.apply_button.setDefault(True)
+        self.apply_button.clicked.connect(self.apply)
+        buttons.addWidget(self.download_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.revert_button)
+        buttons.addWidget(self.apply_button)
+        self.body.addLayout(buttons)
+        self.body.addStretch(1)
+
+        self._download_signals = _DownloadSignals(self)
+        self._download_signals.progress.connect(self._show_download)
+        context.download_progress = self._report_download
+        self._devices_loaded = False
+        self.load_from_settings()
+
+    def _with_browse(self, edit: QLineEdit, *, directory: bool) -> QWidget:
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(edit, 1)
+        button = QPushButton("Browse…")
+        button.setToolTip("Choose with a file dialog")
+
+        def browse() -> None:
+            if directory:
+                chosen = QFileDialog.getExistingDirectory(self, "Model folder", edit.text())
+            else:
+                chosen, _ = QFileDialog.getSaveFileName(
+                    self, "Library file", edit.text(), "Library (*.sqlite3 *.db);;All files (*)",
+                    options=QFileDialog.Option.DontConfirmOverwrite,
+                )
+            if chosen:
+                edit.setText(chosen)
+
+        button.clicked.connect(browse)
+        layout.addWidget(button)
+        return row
+
+    # showing and applying ---------------------------------------------------------------------------
+    def page_shown(self) -> None:
+        if not self._devices_loaded:
+            self._devices_loaded = True
+            from immich_ml_desktop.models.runtime import discover_devices
+
+            run_task(discover_devices, on_done=self._show_devices, on_error=self.message.show_error)
+
+    def _show_devices(self, devices) -> None:
+        current = self.context.settings.device
+        for dev in devices:
+            if self.device.findData(dev.id) < 0:
+                self.device.addItem(f"{dev.id} — {dev.description}", dev.id)
+        self.device.setCurrentIndex(max(0, self.device.findData(current)))
+        auto = devices[0].id if devices else "none"
+        self.device_note.setText(f"{len(devices)} device(s) found; auto uses {auto}.")
+
+    def load_from_settings(self) -> None:
+        s = self.context.settings
+        if self.device.findData(s.device) < 0:
+            self.device.addItem(s.device, s.device)
+        self.device.setCurrentIndex(self.device.findData(s.device))
+        self.precision.setCurrentText(s.precision)
+        self.threads.setValue(s.threads)
+        for combo, kind, value in ((self.clip_model, "clip", s.clip_model), (self.face_model, "face", s.face_model)):
+            combo.clear()
+            combo.addItems(known_models(s, kind))
+            combo.setCurrentText(value)
+        self.cache_dir.setText(s.model_cache_dir)
+        self.library_path.setText(s.library_path)
+        self.allow_downloads.setChecked(s.allow_downloads)
+        self.message.clear_message()
+
+    def edited_settings(self) -> Settings:
+        return self.context.updated_settings(
+            device=self.device.currentData() or "auto",
+            precision=self.precision.currentText(),
+            threads=self.threads.value(),
+            clip_model=self.clip_model.currentText().strip(),
+            face_model=self.face_model.currentText().strip(),
+            model_cache_dir=self.cache_dir.text().strip(),
+            library_path=self.library_path.text().strip(),
+            allow_downloads=self.allow_downloads.isChecked(),
+        )
+
+    def apply(self) -> bool:
+        try:
+            settings = self.edited_settings()
+            if not settings.clip_model or not settings.face_model:
+                raise ValueError("Choose a CLIP model and a face model.")
+            self.context.apply_settings(settings)
+        except (ValueError, OSError) as e:
+            self.message.show_error(str(e))
+            return False
+        self.message.show_note("Saved.")
+        self.context.status.emit("Settings saved")
+        return True
+
+    # downloads --------------------------------------------------------------------------------------
+    def _report_download(self, *args, **kwargs) -> None:
+        """Called from a download thread with (name, done, total) in some form; forwarded to the GUI."""
+        name = str(kwargs.get("name", args[0] if args else "model"))
+        done = int(kwargs.get("done", args[1] if len(args) > 1 else 0) or 0)
+        total = int(kwargs.get("total", args[2] if len(args) > 2 else 0) or 0)
+        self._download_signals.progress.emit(name, done, total)
+
+    def _show_download(self, name: str, done: int, total: int) -> None:
+        self.download_bar.show()
+        if total > 0:
+            self.download_bar.setRange(0, 1000)
+            self.download_bar.setValue(int(1000 * done / total))
+            self.download_bar.setFormat(f"Downloading {name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+        else:
+            self.download_bar.setRange(0, 0)
+            self.download_bar.setFormat(f"Downloading {name}…")
+
+    def download_missing(self) -> None:
+        if not self.apply():
+            return
+        settings = self.context.settings
+        self.download_button.setEnabled(False)
+        self.message.show_note("Checking the model folder…")
+
+        def fetch() -> list[str]:
+            engine = self.context.engine()
+            fetched = []
+            started = time.monotonic()
+            for task, types, name in (
+                ("clip", ("visual", "textual"), settings.clip_model),
+                ("facial-recognition", ("detection", "recognition"), settings.face_model),
+            ):
+                for model_type in types:
+                    model = engine.get_model(task, model_type, name, load=False)
+                    if not model.cached:
+                        if not engine.allow_downloads:
+                            from immich_ml_desktop.errors import ModelNotFoundError
+
+                            raise ModelNotFoundError(
+                                f"{name} is not in {settings.model_cache_dir}; tick 'Download missing models' "
+                                "or copy the model there."
+                            )
+                        model.download(progress=self._report_download)
+                        fetched.append(f"{name} ({model_type})")
+            return [f"{len(fetched)} file set(s) fetched in {time.monotonic() - started:.0f} s"] if fetched else []
+
+        def done(result: list[str]) -> None:
+            self.download_button.setEnabled(True)
+            self.download_bar.hide()
+            self.message.show_note(result[0] if result else "Every chosen model is already in the model folder.")
+
+        def failed(error: BaseException) -> None:
+            self.download_button.setEnabled(True)
+            self.download_bar.hide()
+            self.message.show_error(error)
+
+        run_task(fetch, on_done=done, on_error=failed)
+
+    def shutdown(self) -> None:
+        self.context.download_progress = None
+

@@ -1,0 +1,88 @@
+"""Background work for the window: QRunnable workers on a QThreadPool that report through signals.
+
+Nothing slow (model loading, indexing, search, HTTP, downloads, server start) runs on the GUI thread;
+a page hands a plain function to `run_task` and gets its result, its progress and its error back as
+queued signals on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from immich_ml_desktop.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class WorkerSignals(QObject):
+    """Lives on the GUI thread, so every emit from a worker thread is delivered there (queued)."""
+
+    progress = Signal(object)
+    done = Signal(object)
+    failed = Signal(object)  # the exception
+
+
+class Worker(QRunnable):
+    """Runs `fn(*args, **kwargs)`; with `progress=True` it also passes `progress=<emit>` to `fn`."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, progress: bool = False, **kwargs: Any) -> None:
+        super().__init__()
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.signals = WorkerSignals()
+        if progress:
+            self.kwargs["progress"] = self.signals.progress.emit
+        self.setAutoDelete(False)  # Python owns it (see _running); Qt must not free it under us
+
+    def run(self) -> None:
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the page that asked
+            if not isinstance(e, UserError):
+                log.exception("Background task %s failed", getattr(self.fn, "__name__", self.fn))
+            self._emit(self.signals.failed, e)
+        else:
+            self._emit(self.signals.done, result)
+
+    @staticmethod
+    def _emit(signal, value: Any) -> None:
+        try:
+            signal.emit(value)
+        except RuntimeError:  # the window closed while this ran: nobody is left to tell
+            log.debug("Result of a background task dropped: its window is gone")
+
+
+_running: set[Worker] = set()  # keeps workers (and their signal objects) alive until they report
+
+
+def run_task(
+    fn: Callable[..., Any],
+    *args: Any,
+    on_done: Callable[[Any], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+    on_progress: Callable[[Any], None] | None = None,
+    pool: QThreadPool | None = None,
+    **kwargs: Any,
+) -> Worker:
+    """Start `fn` on the pool; callbacks run on the GUI thread. `on_progress` turns on progress."""
+    worker = Worker(fn, *args, progress=on_progress is not None, **kwargs)
+    if on_progress is not None:
+        worker.signals.progress.connect(on_progress)
+    if on_done is not None:
+        worker.signals.done.connect(on_done)
+    if on_error is not None:
+        worker.signals.failed.connect(on_error)
+    worker.signals.done.connect(lambda _r: _running.discard(worker))
+    worker.signals.failed.connect(lambda _e: _running.discard(worker))
+    _running.add(worker)
+    (pool or QThreadPool.globalInstance()).start(worker)
+    return worker
+
+
+def describe_error(error: BaseException) -> str:
+    """Plain words for the user: a UserError's own message, anything else marked as unexpected."""
+    if isinstance(error, UserError):
+        return str(error)
+    return f"Something went wrong: {type(error).__name__}: {error}"

@@ -1,0 +1,42 @@
+"""The real main window (offscreen): pages, keyboard navigation, state and settings kept between runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+
+from immich_ml_desktop.settings import Settings
+from _ui_helpers import finish_background_work, make_window, ui_settings  # noqa: F401 - fixture
+
+
+def test_window_remembers_geometry_and_page(qtbot, tmp_path: Path, models_dir: Path) -> None:
+    state = tmp_path / "window.ini"
+    window = make_window(qtbot, ui_settings(tmp_path, models_dir), state)
+    names = list(window.pages)
+    assert names[-1] == "Settings"
+    qtbot.keyClick(window, Qt.Key.Key_1 + len(names) - 1, Qt.KeyboardModifier.ControlModifier)
+    assert window.stack.currentWidget() is window.page("Settings")
+    window.resize(781, 555)
+    size = (window.width(), window.height())
+    window.close()
+
+    again = make_window(qtbot, Settings.load(), state)
+    assert again.stack.currentWidget() is again.page("Settings")
+    assert (again.width(), again.height()) == size == (781, 555)
+
+
+def test_settings_page_saves_and_rejects_in_place(qtbot, tmp_path: Path, models_dir: Path) -> None:
+    window = make_window(qtbot, ui_settings(tmp_path, models_dir), tmp_path / "w.ini")
+    page = window.page("Settings")
+    window.show_page("Settings")
+    qtbot.waitUntil(lambda: page.device.findData("openvino:CPU") >= 0 or page.device.count() > 2, timeout=10000)
+    assert page.clip_model.findText("tiny-random-clip") >= 0, "models on disk are offered"
+    page.threads.setValue(3)
+    page.clip_model.setCurrentText("")
+    assert not page.apply()
+    assert page.message.isVisible() and "CLIP model" in page.message.text()
+    page.clip_model.setCurrentText("tiny-random-clip")
+    assert page.apply()
+    assert Settings.load().threads == 3
+    assert "tiny-random-clip" in window.model_label.text()
