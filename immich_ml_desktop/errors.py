@@ -50,3 +50,7 @@ class ForwardError(UserError):
     """A request handed on to another ML service failed there."""
 
     http_status = 502
+
+
+class LibraryError(UserError):
+    """The library file cannot be used: not a library, damaged, or made by a newer version of the app."""
