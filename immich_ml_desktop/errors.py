@@ -54,3 +54,29 @@ class ForwardError(UserError):
 
 class LibraryError(UserError):
     """The library file cannot be used: not a library, damaged, or made by a newer version of the app."""
+
+
+class ImmichError(UserError):
+    """The Immich server answered a request with an error (`status`: its HTTP status, if any)."""
+
+    http_status = 502
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ImmichUnreachableError(ImmichError):
+    """The Immich server cannot be reached (wrong URL, server down, network)."""
+
+
+class ImmichAuthError(ImmichError):
+    """Immich rejected the API key (HTTP 401)."""
+
+
+class ImmichPermissionError(ImmichError):
+    """The API key lacks a permission the request needs (HTTP 403)."""
+
+
+class ImmichVersionError(ImmichError):
+    """The Immich server is older than the versions this app speaks to."""
