@@ -1,0 +1,49 @@
+"""`serve`: be Immich's machine-learning service (put this URL in Immich's `machineLearning.urls`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from immich_ml_desktop.cli.common import add_engine_options, engine_from_args, settings_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="answer Immich's ML requests (/predict) on this machine",
+        description="Serve Immich's machine-learning protocol. Binds 127.0.0.1 unless --host says otherwise; "
+        "the protocol has no authentication, so limit clients with --allow when listening on a network.",
+    )
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 = every interface)")
+    p.add_argument("--port", type=int, help="port (default 3003, as Immich's ML service)")
+    p.add_argument("--allow", nargs="+", metavar="ADDR", help="only these client addresses or networks (e.g. 192.168.1.20 or 192.168.1.0/24); this machine is always allowed")
+    p.add_argument("--preload", nargs="+", metavar="NAME", help="load these models before serving (e.g. ViT-B-32__openai buffalo_l)")
+    p.add_argument("--model-ttl", type=float, metavar="S", help="unload a model idle for S seconds (0 = never; default from settings, 300)")
+    p.add_argument("--forward", metavar="URL", help="hand tasks or models this app cannot serve on to this ML service (e.g. http://immich-machine-learning:3003)")
+    p.add_argument("--workers", type=int, help="inference threads (default: one per core, at most 4)")
+    add_engine_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from immich_ml_desktop.immich.ml_server import MlServer
+
+    if args.verbose == 0:  # a service shows one line per request by default
+        logging.getLogger("immich_ml_desktop").setLevel(logging.INFO)
+    settings = settings_from_args(args)
+    overrides = {} if args.model_ttl is None else {"model_ttl": args.model_ttl}
+    with engine_from_args(args, **overrides) as engine:
+        server = MlServer(
+            engine,
+            host=args.host or settings.server_host,
+            port=settings.server_port if args.port is None else args.port,
+            allow=settings.server_allow if args.allow is None else args.allow,
+            forward_url=settings.forward_url if args.forward is None else args.forward,
+            workers=args.workers,
+        )
+        preload = settings.server_preload if args.preload is None else args.preload
+        for model in server.preload(preload):
+            logging.getLogger(__name__).info("Preloaded %s", model)
+        server.serve_forever()
+    return 0

@@ -1,0 +1,532 @@
+"""`MlServer`: Immich's machine-learning service (`/`, `/ping`, `/predict`) on the shared Engine.
+
+A FastAPI app on uvicorn, as Immich's own service. Bodies are read on the event loop (a slow upload
+never holds others up); inference runs in a small thread pool whose queue never drops a request. Work
+this app cannot do (a task with no model class, a model we do not have) is handed on unchanged to
+`forward_url` when one is set. Startable from the CLI (`serve_forever`) or from the GUI (`start`/`stop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from immich_ml_desktop.errors import (
+    DownloadError,
+    EntriesFormatError,
+    ForwardError,
+    InvalidInputError,
+    ModelNotFoundError,
+    UserError,
+)
+from immich_ml_desktop.immich.multipart_form import FormPart, parse_form
+from immich_ml_desktop.models.base import ModelTask, ModelType
+from immich_ml_desktop.models.engine import Engine, UnsupportedTaskError
+from immich_ml_desktop.models.predict import Entry, parse_entries, run_entries, to_json
+from immich_ml_desktop.models.registry import model_class, served_tasks
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGE_BYTES = 100 * 1024 * 1024  # Immich sends previews of a few hundred kB; originals rarely pass 100 MB
+MAX_FIELD_BYTES = 64 * 1024  # `entries` and `text` are a few hundred bytes
+BODY_IDLE_TIMEOUT = 60.0  # seconds without a byte of body before the request is refused
+IN_THREAD_PARSE_BYTES = 1024 * 1024  # larger bodies are parsed off the event loop
+STATS_WINDOW = 10.0  # seconds over which `requests_per_second` is measured
+
+# Every (task, type) Immich asks its ML service for, in the order the GUI lists them.
+IMMICH_TASKS = [
+    ("clip", "visual"),
+    ("clip", "textual"),
+    ("facial-recognition", "detection"),
+    ("facial-recognition", "recognition"),
+    ("ocr", "detection"),
+    ("ocr", "recognition"),
+]
+
+
+class RequestTooLargeError(InvalidInputError):
+    """A request body or field is over the server's size limits (HTTP 413)."""
+
+    http_status = 413
+
+
+class RequestTimeoutError(InvalidInputError):
+    """The client stopped sending its request body (HTTP 408)."""
+
+    http_status = 408
+
+
+def default_workers() -> int:
+    """Inference threads: one per core (each model call already uses every core, so more only queue)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """What the server has done since it started (for the GUI's Server page)."""
+
+    requests: int = 0  # /predict requests answered, successful or not
+    errors: int = 0  # answered with a status >= 400
+    forwarded: int = 0  # handed on to the forward URL
+    per_task: dict[str, int] = field(default_factory=dict)  # "clip/visual" -> count
+    requests_per_second: float = 0.0  # over the last STATS_WINDOW seconds
+    mean_ms: float = 0.0  # mean time to answer a /predict request
+
+
+class _StatsRecorder:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests = self._errors = self._forwarded = 0
+        self._total_ms = 0.0
+        self._per_task: Counter[str] = Counter()
+        self._recent: deque[float] = deque()
+        self._since = time.monotonic()
+
+    def record(self, tasks: list[str], status: int, ms: float, forwarded: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._requests += 1
+            self._errors += status >= 400
+            self._forwarded += forwarded
+            self._total_ms += ms
+            self._per_task.update(tasks)
+            self._recent.append(now)
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._recent and now - self._recent[0] > STATS_WINDOW:
+            self._recent.popleft()
+
+    def snapshot(self) -> ServerStats:
+        now = time.monotonic()
+        with self._lock:
+            self._trim(now)
+            window = min(STATS_WINDOW, max(now - self._since, 1e-3))
+            return ServerStats(
+                requests=self._requests,
+                errors=self._errors,
+                forwarded=self._forwarded,
+                per_task=dict(self._per_task),
+                requests_per_second=round(len(self._recent) / window, 2),
+                mean_ms=round(self._total_ms / self._requests, 1) if self._requests else 0.0,
+            )
+
+
+def parse_networks(addresses: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """`192.168.1.20`, `192.168.1.0/24`, `fd00::/8` -> networks; a clear error for anything else."""
+    networks = []
+    for address in addresses:
+        try:
+            networks.append(ipaddress.ip_network(address.strip(), strict=False))
+        except ValueError:
+            raise InvalidInputError(
+                f"{address!r} is not an IP address or network: use e.g. 192.168.1.20 or 192.168.1.0/24."
+            ) from None
+    return networks
+
+
+class _ClientFilter:
+    """Answers 403 to clients outside the allow-list before anything else happens (the protocol has
+    no authentication, so the address is the only thing to go by)."""
+
+    def __init__(self, app: ASGIApp, networks: list, allow_loopback: bool) -> None:
+        self.app = app
+        self.networks = networks
+        self.allow_loopback = allow_loopback
+
+    def allowed(self, host: str | None) -> bool:
+        if not self.networks:
+            return True
+        if host is None:
+            return False
+        try:
+            address = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if self.allow_loopback and address.is_loopback:
+            return True
+        return any(address in network for network in self.networks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            client = scope.get("client")
+            host = client[0] if client else None
+            if not self.allowed(host):
+                log.warning("%s %s from %s refused: not in the allow-list", scope["method"], scope["path"], host)
+                response = JSONResponse(
+                    {"detail": f"Client {host} is not allowed. Add it with `serve --allow {host}` (or in Settings)."},
+                    status_code=403,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _runs_locally(entry: Entry) -> bool:
+    try:
+        return model_class(ModelTask(entry.task), ModelType(entry.type)) is not None
+    except ValueError:
+        return False
+
+
+def _describe(entries: list[Entry]) -> tuple[list[str], str]:
+    tasks = [f"{e.task}/{e.type}" for e in entries]
+    models = ",".join(sorted({e.name for e in entries}))
+    return tasks, models
+
+
+_HAND_ON = (UnsupportedTaskError, ModelNotFoundError, DownloadError)
+_NO_FORWARD_HINT = (
+    " To hand such requests on to another ML service (e.g. your Immich ML container), "
+    "start the server with --forward URL (or set it on the Server page)."
+)
+
+
+class MlServer:
+    """Immich's ML service on an Engine. `start()`/`stop()` run it on a background thread;
+    `serve_forever()` runs it on the calling thread until Ctrl+C."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        host: str = "127.0.0.1",
+        port: int = 3003,
+        *,
+        allow: Iterable[str] = (),
+        allow_loopback: bool = True,
+        forward_url: str = "",
+        workers: int | None = None,
+        max_image_bytes: int = MAX_IMAGE_BYTES,
+        max_field_bytes: int = MAX_FIELD_BYTES,
+        body_timeout: float = BODY_IDLE_TIMEOUT,
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.port = port
+        self.networks = parse_networks(allow)
+        self.allow_loopback = allow_loopback
+        self.forward_url = forward_url.rstrip("/")
+        self.workers = workers or default_workers()
+        self.max_image_bytes = max_image_bytes
+        self.max_field_bytes = max_field_bytes
+        self.body_timeout = body_timeout
+        self._stats = _StatsRecorder()
+        self._pool: ThreadPoolExecutor | None = None
+        self._forward_client: httpx.AsyncClient | None = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.app = self._build_app()
+
+    # what the GUI reads ---------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def stats(self) -> ServerStats:
+        return self._stats.snapshot()
+
+    @property
+    def running(self) -> bool:
+        return self._uvicorn is not None and self._uvicorn.started and not self._uvicorn.should_exit
+
+    def served_tasks(self) -> list[dict[str, str]]:
+        """Each task Immich may ask for and where it goes: `local`, `forward` (to `forward_url`) or
+        `unavailable` (answered with an error that names it)."""
+        local = set(served_tasks())
+        known = list(IMMICH_TASKS) + sorted(local - set(IMMICH_TASKS))
+        routes = []
+        for task, model_type in known:
+            route = "local" if (task, model_type) in local else ("forward" if self.forward_url else "unavailable")
+            routes.append({"task": task, "type": model_type, "route": route})
+        return routes
+
+    def preload(self, names: Iterable[str]) -> list[str]:
+        """Load every model type found in the cache under each name (e.g. both CLIP encoders);
+        returns "task/type/name" of each loaded model. Raises ModelNotFoundError for an unknown name."""
+        loaded = []
+        for name in names:
+            found = False
+            for task, model_type in served_tasks():
+                model = self.engine.get_model(task, model_type, name, load=False)
+                if model.model_dir.is_dir():
+                    self.engine.get_model(task, model_type, name)
+                    loaded.append(f"{task}/{model_type}/{model.model_name}")
+                    found = True
+            if not found:
+                caches = ", ".join(str(c) for c in self.engine.cache_dirs)
+                raise ModelNotFoundError(
+                    f"Cannot preload {name!r}: no model of that name in {caches}. "
+                    f"Run `immich-ml-desktop models download {name}` or check the name."
+                )
+        return loaded
+
+    # running ------------------------------------------------------------------------------------
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            raise InvalidInputError(
+                f"Cannot listen on {self.host}:{self.port}: {e.strerror or e}. "
+                "Another program (maybe Immich's own ML service) may use that port: choose another with --port."
+            ) from None
+        sock.listen(128)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def _uvicorn_server(self) -> uvicorn.Server:
+        config = uvicorn.Config(
+            self.app,
+            loop="asyncio",
+            http="h11",
+            lifespan="on",
+            log_config=None,
+            access_log=False,  # one line per request of our own, with tasks and models
+            timeout_graceful_shutdown=5,
+        )
+        return uvicorn.Server(config)
+
+    def _open(self) -> socket.socket:
+        if self._uvicorn is not None:
+            raise RuntimeError("MlServer is already running")
+        sock = self._bind()
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ml-infer")
+        self._uvicorn = self._uvicorn_server()
+        self._error = None
+        if self.host not in ("127.0.0.1", "::1", "localhost") and not self.networks:
+            log.warning(
+                "Listening on %s with no allow-list: anyone who can reach this machine can use its models "
+                "(the protocol has no authentication). Limit it with --allow ADDRESS.", self.host
+            )
+        return sock
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+        self._uvicorn = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Listen and serve on a background thread; returns once requests are accepted."""
+        sock = self._open()
+        server = self._uvicorn
+        assert server is not None
+
+        def run() -> None:
+            try:
+                server.run(sockets=[sock])
+            except BaseException as e:  # noqa: BLE001 - reported to start()'s caller
+                self._error = e
+            finally:
+                sock.close()
+
+        self._thread = threading.Thread(target=run, name=f"ml-server-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise InvalidInputError(f"The ML server did not start on {self.url}: {self._error or 'timed out'}.")
+            time.sleep(0.01)
+        log.info("Immich ML service on %s (%d inference threads)", self.url, self.workers)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting requests, finish those in flight (up to a few seconds) and release the port."""
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._close()
+
+    def serve_forever(self) -> None:
+        """Serve on the calling thread until interrupted (Ctrl+C / SIGTERM)."""
+        sock = self._open()
+        assert self._uvicorn is not None
+        log.info("Immich ML service on %s (%d inference threads)", self.url, self.workers)
+        try:
+            self._uvicorn.run(sockets=[sock])
+        finally:
+            sock.close()
+            self._close()
+
+    def __enter__(self) -> "MlServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # the app ------------------------------------------------------------------------------------
+    def _build_app(self) -> ASGIApp:
+        async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+            self._forward_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0)) if self.forward_url else None
+            try:
+                yield
+            finally:
+                if self._forward_client is not None:
+                    await self._forward_client.aclose()
+                    self._forward_client = None
+
+        app = FastAPI(title="Immich ML (immich-ml-desktop)", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.get("/")
+        async def root() -> dict[str, str]:
+            return {"message": "Immich ML"}
+
+        @app.get("/ping", response_class=PlainTextResponse)
+        async def ping() -> str:
+            return "pong"
+
+        @app.post("/predict")
+        async def predict(request: Request) -> Response:
+            return await self._predict(request)
+
+        return _ClientFilter(app, self.networks, self.allow_loopback)
+
+    async def _predict(self, request: Request) -> Response:
+        start = time.perf_counter()
+        tasks: list[str] = []
+        models = "-"
+        forwarded = False
+        status = 200
+        try:
+            body = await self._read_body(request)
+            content_type = request.headers.get("content-type", "")
+            if len(body) > IN_THREAD_PARSE_BYTES:
+                form = await asyncio.to_thread(parse_form, body, content_type)
+            else:
+                form = parse_form(body, content_type)
+            entries = self._entries(form)
+            tasks, models = _describe(entries)
+            image, text = self._payload(form)
+            if self.forward_url and not all(_runs_locally(e) for e in entries):
+                forwarded = True
+                response = await self._forward(body, content_type)
+            else:
+                try:
+                    answer = await asyncio.get_running_loop().run_in_executor(self._pool, self._run, entries, image, text)
+                    response = Response(answer, media_type="application/json")
+                except _HAND_ON as e:
+                    if not self.forward_url:
+                        raise type(e)(f"{e}{_NO_FORWARD_HINT}") from None
+                    log.info("Handing on to %s: %s", self.forward_url, e)
+                    forwarded = True
+                    response = await self._forward(body, content_type)
+            status = response.status_code
+            return response
+        except UserError as e:
+            status = e.http_status
+            return JSONResponse({"detail": str(e)}, status_code=status)
+        except ClientDisconnect:
+            status = 499  # nobody to answer; logged as nginx does
+            return Response(status_code=400)
+        except Exception as e:  # noqa: BLE001 - a hostile request must never take the server down
+            status = 500
+            log.exception("Unexpected error answering /predict")
+            return JSONResponse({"detail": f"Internal error: {type(e).__name__}: {e}"}, status_code=500)
+        finally:
+            ms = (time.perf_counter() - start) * 1000
+            self._stats.record(tasks, status, ms, forwarded)
+            log.info(
+                "predict %s %s %d %.1f ms%s",
+                "+".join(tasks) or "-", models, status, ms, f" (forwarded to {self.forward_url})" if forwarded else "",
+            )
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.max_image_bytes + 2 * self.max_field_bytes + 64 * 1024  # multipart framing
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise InvalidInputError(f"Content-Length {declared!r} is not a number.") from None
+            if size > limit:
+                raise self._too_large(size)
+        body = bytearray()
+        chunks = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), self.body_timeout)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise RequestTimeoutError(
+                    f"No part of the request body arrived for {self.body_timeout:.0f} s; the request was dropped."
+                ) from None
+            body += chunk
+            if len(body) > limit:
+                raise self._too_large(len(body))
+        return bytes(body)
+
+    def _too_large(self, size: int) -> RequestTooLargeError:
+        return RequestTooLargeError(
+            f"The request ({size / 1e6:.1f} MB) is over the {self.max_image_bytes / 2**20:.0f} MiB image limit."
+        )
+
+    def _entries(self, form: dict[str, FormPart]) -> list[Entry]:
+        for name in ("entries", "text"):
+            part = form.get(name)
+            if part is not None and len(part.data) > self.max_field_bytes:
+                raise RequestTooLargeError(f"The {name} field is over {self.max_field_bytes // 1024} KiB.")
+        if "entries" not in form:
+            raise EntriesFormatError('The request has no "entries" field: send the tasks as JSON in a form field named entries.')
+        return parse_entries(bytes(form["entries"].data))
+
+    def _payload(self, form: dict[str, FormPart]) -> tuple[bytes | None, str | None]:
+        image = bytes(form["image"].data) if "image" in form else None
+        if image is not None and len(image) > self.max_image_bytes:
+            raise self._too_large(len(image))
+        text = form["text"].text if "text" in form else None
+        if image is None and text is None:
+            raise InvalidInputError("Either image or text must be provided.")
+        return image, text
+
+    def _run(self, entries: list[Entry], image: bytes | None, text: str | None) -> bytes:
+        return to_json(run_entries(self.engine, entries, image=image, text=text))
+
+    async def _forward(self, body: bytes, content_type: str) -> Response:
+        """Send the request on byte for byte and answer exactly what came back."""
+        assert self._forward_client is not None
+        target = f"{self.forward_url}/predict"
+        try:
+            answer = await self._forward_client.post(target, content=body, headers={"content-type": content_type})
+        except httpx.HTTPError as e:
+            raise ForwardError(
+                f"This request needs a task or model served by {self.forward_url}, which could not be reached "
+                f"({type(e).__name__}: {e or 'no answer'}). Check that it is running and the forward URL is right; "
+                "tasks served here keep working."
+            ) from None
+        headers = {"content-type": answer.headers.get("content-type", "application/json")}
+        return Response(answer.content, status_code=answer.status_code, headers=headers)
