@@ -1,0 +1,368 @@
+"""Face grouping algorithms on face vectors: Immich's own rules reproduced, and our default (constrained
+average linkage), both honouring faces already placed in groups. No storage here: arrays in, labels out.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.cluster.hierarchy import linkage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+UNASSIGNED = -1
+
+# Below this many faces neighbours are searched exactly; above it with faiss (IVF) when installed.
+EXACT_SEARCH_LIMIT = 10_000
+# Largest block given to scipy's linkage at once (its condensed matrix is m*(m-1)/2 doubles).
+BLOCK_LIMIT = 4_000
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (float32): cosine distance is then 1 - dot product."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.maximum(norms, 1e-12)
+
+
+class NeighbourIndex:
+    """Nearest faces by cosine distance with faiss: exact up to `EXACT_SEARCH_LIMIT` faces, an inverted-file
+    index above, where exact search would take minutes on two cores. Without faiss: scikit-learn, exact."""
+
+    def __init__(self, unit_vectors: np.ndarray, exact_limit: int = EXACT_SEARCH_LIMIT) -> None:
+        self.vectors = np.ascontiguousarray(unit_vectors, dtype=np.float32)
+        self._faiss = None
+        self._exact = None
+        try:
+            import faiss
+        except ImportError:  # scikit-learn's exact search still works, only slower
+            faiss = None
+        n, dim = self.vectors.shape
+        if faiss is None:
+            from sklearn.neighbors import NearestNeighbors
+
+            self._exact = NearestNeighbors(metric="cosine", algorithm="brute").fit(self.vectors)
+        elif n <= exact_limit:
+            self._faiss = faiss.IndexFlatIP(dim)
+            self._faiss.add(self.vectors)
+        else:
+            nlist = int(np.sqrt(n))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.niter = 10
+            index.cp.max_points_per_centroid = 64  # trains on a sample: plenty for coarse cells
+            index.cp.seed = 0
+            index.train(self.vectors)
+            index.add(self.vectors)
+            index.nprobe = 8
+            self._faiss = index
+
+    def knn(self, k: int, queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, indices), each (q, k), nearest first; missing neighbours have index -1 and distance inf."""
+        q = self.vectors if queries is None else queries
+        k_eff = min(k, len(self.vectors))
+        if self._faiss is not None:
+            sims, idx = self._faiss.search(np.ascontiguousarray(q, dtype=np.float32), k_eff)
+            dist = np.where(idx >= 0, 1.0 - sims, np.inf).astype(np.float32)
+        else:
+            dist, idx = self._exact.kneighbors(q, k_eff)
+            dist = dist.astype(np.float32)
+        if k_eff < k:
+            pad = k - k_eff
+            dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
+            idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
+        return dist, idx
+
+
+# ---------------------------------------------------------------------------------------------------
+# Immich's algorithm
+
+
+@dataclass(frozen=True)
+class ImmichParams:
+    """Immich's facial recognition settings (`machineLearning.facialRecognition`), with its defaults."""
+
+    max_distance: float = 0.5
+    min_faces: int = 3
+
+
+# How many nearest faces are kept for the "nearest face that already has a person" look-up; when all
+# of them are within max_distance and none has a person the look-up falls back to an exact search.
+_PERSON_LOOKUP_DEPTH = 32
+
+
+def immich_cluster(
+    vectors: np.ndarray,
+    params: ImmichParams = ImmichParams(),
+    initial: np.ndarray | None = None,
+    order: np.ndarray | None = None,
+    forbidden: set[tuple[int, int]] | None = None,
+) -> np.ndarray:
+    """Group faces as Immich's server does (`PersonService.handleQueueRecognizeFaces` and
+    `handleRecognizeFaces`, with `SearchRepository.searchFaces`), returning one person label per face
+    (`UNASSIGNED` = no person).
+
+    The rules reproduced:
+
+    * The queue holds every face without a person, in `order` (Immich pages them out of the database;
+      default: index order). Faces that already have a person (`initial` >= 0) are never changed.
+    * For each queued face: `matches` = the `min_faces` nearest faces (the face itself included, by cosine
+      distance, ordered nearest first) whose distance is <= `max_distance`.
+    * If `min_faces > 1` and the face matched only itself, it is skipped for good (not deferred).
+    * The face is a *core* face when it has >= `min_faces` matches.
+    * A non-core face met for the first time is deferred: re-queued at the end of the queue (the
+      `deferred: true` job), after every face queued before it.
+    * The person is the one of the first match that has a person; if none, the person of the nearest face
+      anywhere with a person within `max_distance` (the `hasPerson` search with `numResults: 1`).
+    * With no person found, a core face founds a new person; a deferred non-core face stays without one.
+
+    `forbidden` holds (face, person) pairs a user rejected; such an assignment is skipped (the face stays
+    without a person), which is how the desktop keeps review decisions when previewing Immich's rules.
+    Archived assets (never core in Immich) do not exist in a desktop library.
+    """
+    unit = unit_rows(vectors)
+    n = len(unit)
+    labels = np.full(n, UNASSIGNED, dtype=np.int64) if initial is None else np.asarray(initial, dtype=np.int64).copy()
+    if n == 0:
+        return labels
+    forbidden = forbidden or set()
+    index = NeighbourIndex(unit)
+    depth = max(params.min_faces, _PERSON_LOOKUP_DEPTH)
+    dist, idx = index.knn(depth)
+    within = dist <= params.max_distance
+    next_person = int(labels.max()) + 1 if (labels >= 0).any() else 0
+
+    def nearest_with_person(face: int) -> int:
+        for j, d, ok in zip(idx[face], dist[face], within[face]):
+            if not ok:
+                return UNASSIGNED
+            if labels[j] >= 0:
+                return int(labels[j])
+        # Every kept neighbour was within range and none had a person: search the assigned faces exactly.
+        assigned = np.flatnonzero(labels >= 0)
+        if assigned.size == 0:
+            return UNASSIGNED
+        d = 1.0 - unit[assigned] @ unit[face]
+        best = int(np.argmin(d))
+        return int(labels[assigned[best]]) if d[best] <= params.max_distance else UNASSIGNED
+
+    queue = deque((int(i), False) for i in (np.arange(n) if order is None else order) if labels[i] < 0)
+    while queue:
+        face, deferred = queue.popleft()
+        if labels[face] >= 0:
+            continue
+        k = params.min_faces
+        matches = [int(j) for j, ok in zip(idx[face, :k], within[face, :k]) if ok and j >= 0]
+        if params.min_faces > 1 and len(matches) <= 1:
+            continue
+        core = len(matches) >= params.min_faces
+        if not core and not deferred:
+            queue.append((face, True))
+            continue
+        person = next((int(labels[j]) for j in matches if labels[j] >= 0), UNASSIGNED)
+        if person == UNASSIGNED:
+            person = nearest_with_person(face)
+        if core and person == UNASSIGNED:
+            person = next_person
+            next_person += 1
+        if person != UNASSIGNED and (face, person) not in forbidden:
+            labels[face] = person
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------------
+# Our default: constrained average linkage
+
+
+@dataclass(frozen=True)
+class GroupingParams:
+    """Our default grouping. Distances are cosine distances between ArcFace vectors.
+
+    link_distance: two sets of faces are one person when their average pairwise distance is at most this.
+    join_distance: a new face or small set joins an existing group when its average distance to the
+        group's faces is at most this.
+    min_group_size: smaller sets of faces stay unassigned instead of founding a group.
+    neighbours: how many nearest faces each face is linked to when the library is split into blocks.
+    """
+
+    link_distance: float = 0.62
+    join_distance: float = 0.62
+    min_group_size: int = 2
+    neighbours: int = 30
+
+
+@dataclass
+class Constraints:
+    """What the user decided, as indices into the face arrays.
+
+    fixed: face -> group label; these faces keep their group (reviewed groups, moved faces).
+    forbidden: (face, group label) pairs that must never be joined (faces rejected from a group).
+    """
+
+    fixed: dict[int, int] = field(default_factory=dict)
+    forbidden: set[tuple[int, int]] = field(default_factory=set)
+
+
+def group_faces(
+    vectors: np.ndarray,
+    photos: np.ndarray,
+    params: GroupingParams = GroupingParams(),
+    constraints: Constraints | None = None,
+) -> np.ndarray:
+    """Group faces into people: one label per face, `UNASSIGNED` for faces left out.
+
+    1. Faces not fixed by the user are linked to their `neighbours` nearest faces within
+       `link_distance`; the connected parts of that graph are blocks that can be clustered separately.
+    2. Each block is clustered by average linkage (scipy); the dendrogram is cut at `link_distance` and
+       below any merge that would put two faces of one photo (`photos`) together.
+    3. Sets smaller than `min_group_size` are left unassigned.
+    4. Each new set and each unassigned face joins the nearest fixed group (average distance, which for
+       unit vectors is 1 - dot of the means) when within `join_distance`, sharing no photo with it and
+       not forbidden; the remaining sets become new groups numbered after the fixed ones.
+    """
+    constraints = constraints or Constraints()
+    unit = unit_rows(vectors)
+    photos = np.asarray(photos)
+    n = len(unit)
+    labels = np.full(n, UNASSIGNED, dtype=np.int64)
+    for face, group in constraints.fixed.items():
+        labels[face] = group
+    free = np.flatnonzero(labels == UNASSIGNED)
+    sets = _cluster_free_faces(unit[free], photos[free], params) if free.size else []
+    sets = [free[s] for s in sets]
+    clustered = np.zeros(n, dtype=bool)
+    for s in sets:
+        clustered[s] = True
+    singles = [np.array([f]) for f in free[~clustered[free]]]
+    next_label = int(labels.max()) + 1 if (labels >= 0).any() else 0
+    fixed_groups = _FixedGroups(unit, photos, labels, constraints.forbidden)
+    for s in sets:
+        target, members = fixed_groups.best_home(s, params.join_distance)
+        if target != UNASSIGNED:
+            labels[members] = target
+            fixed_groups.add(target, members)
+            rest = np.setdiff1d(s, members)
+            singles.extend(np.array([f]) for f in rest)
+        elif len(s) >= params.min_group_size:
+            labels[s] = next_label
+            next_label += 1
+    for s in singles:
+        target, members = fixed_groups.best_home(s, params.join_distance)
+        if target != UNASSIGNED:
+            labels[members] = target
+            fixed_groups.add(target, members)
+    return labels
+
+
+class _FixedGroups:
+    """Groups the user already has, summarised by the sum of their unit vectors and their photos."""
+
+    def __init__(self, unit: np.ndarray, photos: np.ndarray, labels: np.ndarray, forbidden: set[tuple[int, int]]):
+        self.unit = unit
+        self.photos = photos
+        self.forbidden_by_face: dict[int, set[int]] = {}
+        for face, group in forbidden:
+            self.forbidden_by_face.setdefault(face, set()).add(group)
+        self.ids = sorted({int(g) for g in labels[labels >= 0]})
+        self.row = {g: i for i, g in enumerate(self.ids)}
+        self.sums = np.zeros((len(self.ids), unit.shape[1]), dtype=np.float64)
+        self.counts = np.zeros(len(self.ids), dtype=np.int64)
+        self.group_photos: list[set] = [set() for _ in self.ids]
+        for g in self.ids:
+            self.add(g, np.flatnonzero(labels == g))
+
+    def add(self, group: int, members: np.ndarray) -> None:
+        r = self.row[group]
+        self.sums[r] += self.unit[members].sum(axis=0)
+        self.counts[r] += len(members)
+        self.group_photos[r].update(self.photos[members].tolist())
+
+    def best_home(self, members: np.ndarray, join_distance: float) -> tuple[int, np.ndarray]:
+        """The closest group that `members` may join, and the members allowed to (forbidden ones stay out)."""
+        if not self.ids:
+            return UNASSIGNED, members
+        mean = self.unit[members].mean(axis=0)
+        distances = 1.0 - (self.sums @ mean) / np.maximum(self.counts, 1)
+        for r in np.argsort(distances):
+            if distances[r] > join_distance:
+                break
+            group = self.ids[r]
+            if self.group_photos[r].intersection(self.photos[members].tolist()):
+                continue
+            allowed = np.array([f for f in members if group not in self.forbidden_by_face.get(int(f), ())], dtype=np.int64)
+            if allowed.size:
+                return group, allowed
+        return UNASSIGNED, members
+
+
+def _cluster_free_faces(unit: np.ndarray, photos: np.ndarray, params: GroupingParams) -> list[np.ndarray]:
+    """Sets of >= 2 faces (indices into `unit`) that average linkage puts together under the constraints."""
+    n = len(unit)
+    if n < 2:
+        return []
+    dist, idx = NeighbourIndex(unit).knn(min(params.neighbours, n))
+    keep = (dist <= params.link_distance) & (idx >= 0)
+    rows = np.repeat(np.arange(n), keep.sum(axis=1))
+    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, idx[keep])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    order = np.argsort(component, kind="stable")
+    bounds = np.flatnonzero(np.diff(component[order])) + 1
+    sets: list[np.ndarray] = []
+    for block in np.split(order, bounds):
+        if block.size >= 2:
+            sets.extend(_cluster_block(unit, photos, block, params.link_distance))
+    return sets
+
+
+def _cluster_block(unit: np.ndarray, photos: np.ndarray, block: np.ndarray, threshold: float) -> list[np.ndarray]:
+    if block.size > BLOCK_LIMIT:
+        # Too big for one linkage: split in two by 2-means and cluster the halves. A person cut in two
+        # shows up as two close groups, which the review's merge suggestions offer to join.
+        return [s for half in _split(unit, block) for s in _cluster_block(unit, photos, half, threshold)]
+    if block.size == 2:
+        a, b = block
+        if 1.0 - float(unit[a] @ unit[b]) <= threshold and photos[a] != photos[b]:
+            return [block]
+        return []
+    v = unit[block].astype(np.float64)
+    sims = v @ v.T
+    condensed = np.clip(1.0 - sims[np.triu_indices(block.size, k=1)], 0.0, 2.0)
+    merges = linkage(condensed, method="average")
+    return [block[m] for m in _constrained_cut(merges, photos[block], threshold) if len(m) >= 2]
+
+
+def _split(unit: np.ndarray, block: np.ndarray) -> list[np.ndarray]:
+    from sklearn.cluster import KMeans
+
+    parts = KMeans(n_clusters=2, n_init=1, random_state=0).fit_predict(unit[block])
+    halves = [block[parts == 0], block[parts == 1]]
+    if min(len(h) for h in halves) == 0:  # identical vectors: cut in the middle
+        halves = [block[: len(block) // 2], block[len(block) // 2 :]]
+    return halves
+
+
+def _constrained_cut(merges: np.ndarray, photos: np.ndarray, threshold: float) -> list[list[int]]:
+    """Maximal dendrogram nodes merged at <= threshold that hold no two faces of one photo.
+
+    Average linkage has no inversions, so both conditions only get worse towards the root: a node is
+    kept when it and all its descendants pass, which one bottom-up sweep decides.
+    """
+    m = len(photos)
+    members: list[list[int] | None] = [[i] for i in range(m)] + [None] * (m - 1)
+    seen: list[set | None] = [{p} for p in photos.tolist()] + [None] * (m - 1)
+    ok = [True] * m + [False] * (m - 1)
+    for step, (a, b, height, _) in enumerate(merges):
+        a, b, node = int(a), int(b), m + step
+        if ok[a] and ok[b] and height <= threshold:
+            small, large = (a, b) if len(seen[a]) < len(seen[b]) else (b, a)
+            if seen[large].isdisjoint(seen[small]):
+                seen[large].update(seen[small])
+                seen[node], members[node], ok[node] = seen[large], members[a] + members[b], True
+                members[a] = members[b] = seen[a] = seen[b] = None
+    return [members[i] for i in range(2 * m - 1) if ok[i] and members[i] is not None]
+
+
+def group_similarity(unit: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Average cosine similarity between two sets of unit vectors (dot product of their means)."""
+    return float(unit[a].mean(axis=0) @ unit[b].mean(axis=0))
