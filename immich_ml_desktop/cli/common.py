@@ -48,3 +48,31 @@ def engine_from_args(args: argparse.Namespace, **overrides: Any):  # -> Engine (
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")
+
+
+def add_library_options(parser: argparse.ArgumentParser, *, clip: bool = True, faces: bool = True) -> None:
+    """`--library FILE` and the models a library is indexed with (defaults from the settings)."""
+    g = parser.add_argument_group("library")
+    g.add_argument("--library", type=Path, help="the library file (default: the one in the settings)")
+    if clip:
+        g.add_argument("--clip-model", help="CLIP model name, e.g. ViT-B-32__openai (default: from the settings)")
+    if faces:
+        g.add_argument("--face-model", help="face model name, e.g. buffalo_l (default: from the settings)")
+
+
+def library_settings_from_args(args: argparse.Namespace) -> Settings:
+    """`settings_from_args` plus `--library`, `--clip-model` and `--face-model`."""
+    settings = settings_from_args(args)
+    if getattr(args, "library", None):
+        settings.library_path = str(args.library)
+    if getattr(args, "clip_model", None):
+        settings.clip_model = args.clip_model
+    if getattr(args, "face_model", None):
+        settings.face_model = args.face_model
+    return settings
+
+
+def open_library(settings: Settings):  # -> LibraryStore (import kept lazy)
+    from immich_ml_desktop.library.store import LibraryStore
+
+    return LibraryStore(settings.library_path)

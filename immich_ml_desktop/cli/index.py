@@ -1,0 +1,82 @@
+"""`index FOLDER... --library FILE`: scan local folders and compute CLIP vectors and faces for new and
+changed photos, with a progress bar on stderr and an optional JSON summary on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+from immich_ml_desktop.cli.common import (
+    add_engine_options,
+    add_json_option,
+    add_library_options,
+    library_settings_from_args,
+    open_library,
+    print_json,
+)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("index", help="index local folders into the library (CLIP vectors and faces)")
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="folders to scan recursively")
+    add_library_options(p)
+    p.add_argument("--min-score", type=float, help="face detection threshold (default: from the settings, 0.7)")
+    p.add_argument("--no-clip", action="store_true", help="compute faces only")
+    p.add_argument("--no-faces", action="store_true", help="compute CLIP vectors only")
+    p.add_argument("--retry-failed", action="store_true", help="try files that failed before again")
+    p.add_argument("--batch-size", type=int, default=8, help="images per CLIP call (default 8)")
+    p.add_argument("--decode-workers", type=int, default=2, help="threads decoding ahead of the models (default 2)")
+    add_engine_options(p)
+    add_json_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from immich_ml_desktop.library.folders import FolderSource
+    from immich_ml_desktop.models.engine import Engine
+    from immich_ml_desktop.services.index import IndexJob, IndexProgress
+
+    settings = library_settings_from_args(args)
+    source = FolderSource(args.folders)
+    bar = tqdm(total=0, unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
+
+    def progress(p: IndexProgress) -> None:
+        if bar.total != p.total:
+            bar.total = p.total
+        bar.n = p.done
+        bar.set_description(p.state, refresh=False)
+        bar.set_postfix_str(f"{p.failed} failed" if p.failed else "", refresh=False)
+        bar.refresh()
+
+    with open_library(settings) as store, Engine.from_settings(settings) as engine:
+        job = IndexJob(
+            store, engine, source,
+            clip_model=None if args.no_clip else settings.clip_model,
+            face_model=None if args.no_faces else settings.face_model,
+            face_min_score=settings.face_min_score if args.min_score is None else args.min_score,
+            progress=progress, batch_size=args.batch_size, decode_workers=args.decode_workers,
+            retry_failed=args.retry_failed,
+        )
+        previous = signal.signal(signal.SIGINT, lambda *_: job.cancel())  # Ctrl-C keeps what is done
+        try:
+            summary = job.run()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            bar.close()
+        stats = store.stats()
+    if args.json:
+        print_json({**summary.to_dict(), "library": str(store.path), "library_stats": stats})
+    else:
+        print(
+            f"{summary.indexed} indexed, {summary.failed} failed, {summary.faces} faces "
+            f"({summary.new} new, {summary.changed} changed, {summary.removed} removed, {summary.unchanged} unchanged) "
+            f"in {summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s"
+            + (" - cancelled" if summary.cancelled else "")
+        )
+        if summary.failed:
+            print("see the reasons with: immich-ml-desktop stats --library " + str(store.path))
+    return 130 if summary.cancelled else 0

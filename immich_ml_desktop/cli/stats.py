@@ -1,0 +1,45 @@
+"""`stats --library FILE`: what the library holds (assets, indexed, failed, faces, clip) and why files failed."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from immich_ml_desktop.cli.common import add_json_option, add_library_options, print_json, settings_from_args
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("stats", help="library counts and failures with their reasons")
+    add_library_options(p)
+    add_json_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from immich_ml_desktop.library.store import LibraryStore
+
+    path = args.library or settings_from_args(args).library_path
+    # Counts cover every model unless the user names one: a library may hold several.
+    with LibraryStore(path) as store:
+        counts = store.stats(clip_model=args.clip_model, face_model=args.face_model)
+        failures = [
+            {"path": f.key, "source": f.source, "task": f.task, "model": f.model, "reason": f.reason}
+            for f in store.failures()
+            if (not args.clip_model or f.task != "clip" or f.model == args.clip_model)
+            and (not args.face_model or f.task != "faces" or f.model == args.face_model)
+        ]
+        models = {"clip": store.clip_models(), "faces": store.face_models()}
+    if args.json:
+        print_json({**counts, "models": models, "failures": failures, "library": str(path)})
+        return 0
+    print(f"library  {path}")
+    for key, value in counts.items():
+        print(f"{key:<8} {value}")
+    for task, names in models.items():
+        print(f"{task} models: {', '.join(names) or '-'}")
+    seen: set[str] = set()
+    for f in failures:
+        if f["path"] not in seen:  # one line per file, not per model
+            seen.add(f["path"])
+            print(f"failed   {f['path']}: {f['reason']}")
+    return 0

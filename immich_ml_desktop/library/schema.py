@@ -1,0 +1,56 @@
+"""The library's SQLite schema as an ordered list of migrations; `PRAGMA user_version` counts those applied.
+
+To change the schema, APPEND a migration (never edit one that has shipped): a library made by an older
+version is brought up to date step by step, each step in its own transaction.
+"""
+
+from __future__ import annotations
+
+# Index i holds the SQL that takes a library from version i to version i + 1.
+MIGRATIONS: list[str] = [
+    # 1: assets, per-model status, CLIP vectors, faces.
+    """
+    CREATE TABLE assets (
+        id        INTEGER PRIMARY KEY,
+        source    TEXT NOT NULL CHECK (source IN ('folder', 'immich')),
+        key       TEXT NOT NULL,           -- absolute path for 'folder', the remote asset id for 'immich'
+        size      INTEGER,                 -- bytes of the original (folder)
+        mtime_ns  INTEGER,                 -- modification time of the original (folder)
+        checksum  TEXT,                    -- the server's checksum (immich)
+        width     INTEGER,                 -- size of the preview the models saw (EXIF-rotated, shorter side <= 1440)
+        height    INTEGER,
+        added_at  REAL NOT NULL,
+        UNIQUE (source, key)
+    );
+    CREATE TABLE asset_status (
+        asset_id   INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+        task       TEXT NOT NULL CHECK (task IN ('clip', 'faces')),
+        model      TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('done', 'failed')),
+        reason     TEXT,                   -- why it failed, in words a user can act on
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (asset_id, task, model)
+    ) WITHOUT ROWID;
+    CREATE INDEX asset_status_by_model ON asset_status (task, model, state);
+    CREATE TABLE clip_vectors (
+        asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+        model    TEXT NOT NULL,
+        vector   BLOB NOT NULL,            -- little-endian float32, L2-normalised
+        PRIMARY KEY (asset_id, model)
+    );
+    CREATE INDEX clip_vectors_by_model ON clip_vectors (model);
+    CREATE TABLE faces (
+        id        INTEGER PRIMARY KEY,
+        asset_id  INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+        model     TEXT NOT NULL,
+        x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,  -- preview pixels
+        score     REAL NOT NULL,
+        landmarks BLOB NOT NULL,           -- float32 (5, 2), preview pixels
+        vector    BLOB NOT NULL            -- float32 as the recognizer returns it (not normalised)
+    );
+    CREATE INDEX faces_by_asset ON faces (asset_id, model);
+    CREATE INDEX faces_by_model ON faces (model);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
