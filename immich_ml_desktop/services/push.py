@@ -1,0 +1,438 @@
+"""Push reviewed people to Immich: a `PushPlan` built from the local face groups, shown as a dry run, applied
+step by step with progress, and revertible from its undo log.
+
+The plan is a JSON file (next to the library, in `<library>.pushes/`) rewritten after every step, so an
+interrupted push can be resumed or reverted and no step is applied twice. Each local face is matched to
+the Immich face of the same asset by box overlap (both come from the same preview).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from immich_ml_desktop.errors import ImmichError, ImmichPermissionError, InvalidInputError
+from immich_ml_desktop.immich.client import ImmichClient
+
+log = logging.getLogger(__name__)
+
+MATCH_IOU = 0.5        # same preview, same detector family: a real match overlaps far more than this
+MERGE_MIN_FACES = 2    # an Immich person is merged only when the group holds at least this many of its faces
+UNDO_PERSON_NAME = "immich-ml-desktop undo"  # a throwaway person used to unassign faces again
+
+Progress = Callable[[int, int, str], None]  # (done, total, what)
+
+
+@dataclass(frozen=True)
+class LocalFace:
+    """One face of a reviewed group: the Immich asset it is on and its box in that asset's preview."""
+
+    asset_id: str
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in preview pixels
+    image_size: tuple[int, int] | None = None  # (width, height) of the preview the box refers to
+
+
+@dataclass
+class ReviewedPerson:
+    """A face group after review: its name, whether it is hidden, its faces."""
+
+    name: str
+    faces: list[LocalFace]
+    hidden: bool = False
+    label: str = ""  # how the app shows the group (for the plan's text)
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def immich_box(face: dict[str, Any]) -> tuple[float, float, float, float]:
+    return (face["boundingBoxX1"], face["boundingBoxY1"], face["boundingBoxX2"], face["boundingBoxY2"])
+
+
+def scaled_box(local: LocalFace, immich_face: dict[str, Any]) -> tuple[float, float, float, float]:
+    """The local box in the pixels of Immich's preview (they differ only if the preview size differs)."""
+    if not local.image_size or not local.image_size[0] or not local.image_size[1]:
+        return local.box
+    sx = immich_face["imageWidth"] / local.image_size[0]
+    sy = immich_face["imageHeight"] / local.image_size[1]
+    x1, y1, x2, y2 = local.box
+    return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+
+
+def match_faces(local: list[LocalFace], remote: list[dict[str, Any]], threshold: float = MATCH_IOU) -> dict[int, dict[str, Any]]:
+    """Local face index -> Immich face, one to one, greedily by highest overlap above `threshold`."""
+    pairs = sorted(
+        ((iou(scaled_box(lf, rf), immich_box(rf)), i, j) for i, lf in enumerate(local) for j, rf in enumerate(remote)),
+        reverse=True,
+    )
+    matched: dict[int, dict[str, Any]] = {}
+    used: set[int] = set()
+    for overlap, i, j in pairs:
+        if overlap <= threshold:
+            break
+        if i not in matched and j not in used:
+            matched[i] = remote[j]
+            used.add(j)
+    return matched
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def pushes_dir(library_path: Path | str) -> Path:
+    """Where the plans and undo logs of a library live: `<library>.pushes/` beside the library file."""
+    library_path = Path(library_path)
+    return library_path.with_name(library_path.stem + ".pushes")
+
+
+@dataclass
+class PushPlan:
+    """The steps of a push and, once applied, its undo log. `state`: planned, applying, applied,
+    reverting, reverted. Step `status`: pending, started, done, undone, skipped."""
+
+    id: str
+    server: str
+    created_at: float
+    steps: list[dict[str, Any]]
+    people_before: list[str]
+    summary: list[dict[str, Any]]
+    state: str = "planned"
+    refs: dict[str, str] = field(default_factory=dict)  # "new:N" -> the Immich id it got
+    path: Path | None = None
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(self, path: Path | None = None) -> Path:
+        self.path = Path(path) if path else self.path
+        if self.path is None:
+            raise InvalidInputError("The push plan has no file to be saved in.")
+        data = {k: v for k, v in self.__dict__.items() if k != "path"}
+        _atomic_write(self.path, json.dumps(data, indent=1))
+        return self.path
+
+    @classmethod
+    def load(cls, path: Path | str) -> "PushPlan":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise InvalidInputError(f"Cannot read the push plan {path}: {e}.") from None
+        return cls(**data, path=path)
+
+    @classmethod
+    def latest(cls, folder: Path) -> "PushPlan | None":
+        files = sorted(folder.glob("push-*.json")) if folder.is_dir() else []
+        return cls.load(files[-1]) if files else None
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(s["kind"] for s in self.steps))
+
+    def describe(self) -> list[str]:
+        """The plan in words, one line per person, then totals."""
+        lines = []
+        for p in self.summary:
+            action = "create" if p["create"] else f"use existing '{p['target_name']}'"
+            extra = [f"{p['reassign']} faces to assign"]
+            if p["merge"]:
+                extra.append(f"merge {len(p['merge'])} Immich people ({', '.join(n or 'unnamed' for n in p['merge'])})")
+            if p["rename"]:
+                extra.append("rename")
+            if p["hide"]:
+                extra.append("hide")
+            if p["unmatched"]:
+                extra.append(f"{p['unmatched']} faces not found in Immich")
+            lines.append(f"{p['name'] or '(unnamed)'}: {action}; " + ", ".join(extra))
+        counts = self.counts()
+        lines.append("steps: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none (Immich already agrees)"))
+        return lines
+
+    def progress(self) -> tuple[int, int]:
+        done = sum(1 for s in self.steps if s["status"] in ("done", "skipped"))
+        return done, len(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "server": self.server, "state": self.state, "counts": self.counts(),
+                "people": self.summary, "steps": self.steps, "file": str(self.path) if self.path else None}
+
+
+def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_iou: float = MATCH_IOU,
+               merge_min_faces: int = MERGE_MIN_FACES) -> PushPlan:
+    """Read Immich's faces and people (nothing is written) and work out the steps of the push."""
+    people = sorted((p for p in people if p.faces), key=lambda p: -len(p.faces))
+    immich_people = {p["id"]: p for p in client.people(with_hidden=True)}
+    by_name: dict[str, str] = {}
+    for pid, p in immich_people.items():
+        if p["name"]:
+            by_name.setdefault(p["name"].casefold(), pid)
+    remote_faces: dict[str, list[dict[str, Any]]] = {}
+    steps: list[dict[str, Any]] = []
+    summary: list[dict[str, Any]] = []
+    claimed: set[str] = set()  # Immich people already chosen as some group's person
+
+    for index, person in enumerate(people):
+        by_asset: dict[str, list[LocalFace]] = {}
+        for face in person.faces:
+            by_asset.setdefault(face.asset_id, []).append(face)
+        matched: list[dict[str, Any]] = []
+        unmatched = 0
+        for asset_id, faces in by_asset.items():
+            if asset_id not in remote_faces:
+                try:
+                    remote_faces[asset_id] = client.faces(asset_id)
+                except ImmichError as e:
+                    if e.status not in (400, 404):
+                        raise
+                    remote_faces[asset_id] = []  # the asset is gone from Immich
+            pairs = match_faces(faces, remote_faces[asset_id], match_iou)
+            unmatched += len(faces) - len(pairs)
+            matched += [{**pairs[i], "assetId": asset_id} for i in sorted(pairs)]
+        owners = Counter(f["person"]["id"] for f in matched if f["person"] and f["person"]["id"] not in claimed)
+        target: str | None = None
+        if owners:
+            target = max(owners, key=lambda pid: (owners[pid], immich_people[pid]["name"].casefold() == person.name.casefold() if pid in immich_people else False))
+        elif person.name and person.name.casefold() in by_name and by_name[person.name.casefold()] not in claimed:
+            target = by_name[person.name.casefold()]
+        create = target is None
+        ref = target or f"new:{index}"
+        claimed.add(ref)
+        entry: dict[str, Any] = {"name": person.name, "label": person.label, "faces": len(person.faces),
+                                 "matched": len(matched), "unmatched": unmatched, "create": create,
+                                 "target": target, "target_name": immich_people[target]["name"] if target in immich_people else person.name,
+                                 "merge": [], "reassign": 0, "rename": False, "hide": False}
+        if not matched:
+            entry["create"] = False
+            summary.append(entry)
+            continue  # nothing of this group is in Immich: do not create an empty person
+        if create:
+            steps.append({"kind": "create_person", "ref": ref, "name": person.name, "hidden": person.hidden})
+        else:
+            current = immich_people.get(target, {})
+            changes, old = {}, {}
+            if person.name and current.get("name") != person.name:
+                changes["name"], old["name"] = person.name, current.get("name", "")
+                entry["rename"] = True
+            if person.hidden and not current.get("isHidden"):  # never unhides what the user hid in Immich
+                changes["isHidden"], old["isHidden"] = True, False
+                entry["hide"] = True
+            if changes:
+                steps.append({"kind": "update_person", "person": ref, "set": changes, "old": old})
+        merged = [pid for pid, n in owners.items() if pid != target and n >= merge_min_faces]
+        for pid in merged:
+            source = immich_people.get(pid, {})
+            steps.append({"kind": "merge_people", "into": ref, "source": pid, "source_name": source.get("name", ""),
+                          "source_hidden": bool(source.get("isHidden")), "source_faces": None})
+            entry["merge"].append(source.get("name", ""))
+            claimed.add(pid)
+        for face in matched:
+            owner = face["person"]["id"] if face["person"] else None
+            if owner is not None and (owner == target or owner in merged):
+                continue
+            steps.append({"kind": "reassign_face", "face": face["id"], "asset": face["assetId"], "to": ref, "from": owner})
+            entry["reassign"] += 1
+        summary.append(entry)
+
+    for step in steps:
+        step["status"] = "pending"
+    return PushPlan(id=time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6], server=client.base_url,
+                    created_at=time.time(), steps=steps, people_before=sorted(immich_people), summary=summary)
+
+
+class PushRun:
+    """Applies or reverts a saved plan against its server, one recorded step at a time."""
+
+    def __init__(self, client: ImmichClient, plan: PushPlan, progress: Progress | None = None) -> None:
+        if plan.path is None:
+            raise InvalidInputError("Save the push plan before applying it, so that it can be undone.")
+        if plan.server.rstrip("/") != client.base_url.rstrip("/"):
+            raise InvalidInputError(f"This push plan is for {plan.server}, not {client.base_url}.")
+        self.client = client
+        self.plan = plan
+        self.progress = progress or (lambda done, total, what: None)
+
+    def _check_key(self) -> None:
+        """Refuse before the first write rather than stop halfway for want of a permission."""
+        lacks = self.client.check_key().missing.get("push people")
+        if lacks:
+            raise ImmichPermissionError(
+                f"The API key lacks {', '.join(lacks)}, needed to push people; nothing was changed. "
+                "Edit the key in Immich (Account Settings > API Keys) to grant them."
+            )
+
+    def _id(self, ref: str | None) -> str | None:
+        return self.plan.refs.get(ref, ref) if ref and ref.startswith("new:") else ref
+
+    # -- apply ----------------------------------------------------------------------------------
+
+    def apply(self) -> PushPlan:
+        """Run every step not yet done (resumes an interrupted push). Raises on the first failure."""
+        if self.plan.state in ("reverting", "reverted"):
+            raise InvalidInputError("This push was reverted; build a new plan to push again.")
+        self._check_key()
+        self.plan.state = "applying"
+        self.plan.save()
+        total = len(self.plan.steps)
+        for number, step in enumerate(self.plan.steps, 1):
+            if step["status"] in ("done", "skipped"):
+                continue
+            resumed = step["status"] == "started"
+            step["status"] = "started"
+            self.plan.save()
+            getattr(self, "_do_" + step["kind"])(step, resumed)
+            if step["status"] == "started":
+                step["status"] = "done"
+            self.plan.save()
+            self.progress(number, total, describe_step(step))
+        self.plan.state = "applied"
+        self.plan.save()
+        return self.plan
+
+    def _do_create_person(self, step: dict[str, Any], resumed: bool) -> None:
+        if resumed:  # the request may have reached Immich before the interruption
+            before = set(self.plan.people_before) | set(self.plan.refs.values())
+            for p in self.client.people(with_hidden=True):
+                if p["id"] not in before and p["name"] == step["name"]:
+                    self.plan.refs[step["ref"]] = p["id"]
+                    return
+        person = self.client.create_person(step["name"], step["hidden"])
+        self.plan.refs[step["ref"]] = person["id"]
+
+    def _do_update_person(self, step: dict[str, Any], resumed: bool) -> None:
+        self._update(self._id(step["person"]), step["set"])
+
+    def _update(self, person_id: str | None, values: dict[str, Any]) -> None:
+        result = self.client.update_people([{"id": person_id, **values}])
+        if result and not result[0].get("success"):
+            raise ImmichError(f"Immich did not update person {person_id}: {result[0].get('error', 'unknown')}.")
+
+    def _do_merge_people(self, step: dict[str, Any], resumed: bool) -> None:
+        if step["source_faces"] is None:  # remember who was in the person, to split it again on undo
+            step["source_faces"] = self._faces_of(step["source"])
+            self.plan.save()
+        if self.client.person(step["source"]) is None:
+            return  # merged before the interruption
+        result = self.client.merge_people(self._id(step["into"]), [step["source"]])
+        if result and not result[0].get("success") and result[0].get("error") != "not_found":
+            raise ImmichError(f"Immich did not merge person {step['source']}: {result[0].get('error', 'unknown')}.")
+
+    def _faces_of(self, person_id: str) -> list[dict[str, str]]:
+        faces = []
+        for asset in self.client.search_assets(personIds=[person_id]):
+            faces += [{"face": f["id"], "asset": asset["id"]} for f in self.client.faces(asset["id"])
+                      if f["person"] and f["person"]["id"] == person_id]
+        return faces
+
+    def _do_reassign_face(self, step: dict[str, Any], resumed: bool) -> None:
+        self.client.reassign_face(step["face"], self._id(step["to"]))
+
+    # -- revert ---------------------------------------------------------------------------------
+
+    def revert(self) -> PushPlan:
+        """Undo the applied steps, newest first. A face the user moved in Immich since is left alone."""
+        if self.plan.state == "planned":
+            raise InvalidInputError("This push plan was never applied; there is nothing to undo.")
+        self._check_key()
+        self.plan.state = "reverting"
+        self.plan.save()
+        applied = [s for s in self.plan.steps if s["status"] in ("done", "started")]
+        total = len(applied)
+        faces_now: dict[str, dict[str, str | None]] = {}
+        to_unassign: list[dict[str, Any]] = []
+        for number, step in enumerate(reversed(applied), 1):
+            kind = step["kind"]
+            if kind == "reassign_face":
+                current = self._current_owner(step, faces_now)
+                if current != self._id(step["to"]):
+                    step["status"] = "skipped"  # changed in Immich since the push (or never reached it)
+                elif step["from"] is None:
+                    to_unassign.append(step)
+                    continue  # unassigned together below
+                else:
+                    self.client.reassign_face(step["face"], self._restored(step["from"]))
+            elif kind == "merge_people":
+                self._unmerge(step)
+            elif kind == "update_person":
+                if self.client.person(self._id(step["person"])) is not None:
+                    self._update(self._id(step["person"]), step["old"])
+            elif kind == "create_person":
+                self._unassign([s for s in to_unassign if s["to"] != step["ref"]])
+                to_unassign = [s for s in to_unassign if s["to"] == step["ref"]]
+                person_id = self.plan.refs.get(step["ref"])
+                if person_id and self.client.person(person_id) is not None:
+                    self.client.delete_person(person_id)  # its faces become unassigned, as they were
+                for s in to_unassign:
+                    s["status"] = "undone"
+                to_unassign = []
+            if step["status"] != "skipped":
+                step["status"] = "undone"
+            self.plan.save()
+            self.progress(number, total, "undo " + describe_step(step))
+        self._unassign(to_unassign)
+        self.plan.state = "reverted"
+        self.plan.save()
+        return self.plan
+
+    def _current_owner(self, step: dict[str, Any], cache: dict[str, dict[str, str | None]]) -> str | None:
+        if step["asset"] not in cache:
+            cache[step["asset"]] = {f["id"]: (f["person"]["id"] if f["person"] else None)
+                                    for f in self.client.faces(step["asset"])}
+        return cache[step["asset"]].get(step["face"])
+
+    def _restored(self, person_id: str) -> str:
+        """A person merged away by this push comes back under a new id on undo."""
+        return self.plan.refs.get("restored:" + person_id, person_id)
+
+    def _unmerge(self, step: dict[str, Any]) -> None:
+        if step["status"] == "started" and self.client.person(step["source"]) is not None:
+            return  # the merge never happened
+        key = "restored:" + step["source"]
+        if key not in self.plan.refs:
+            person = self.client.create_person(step["source_name"], step["source_hidden"])
+            self.plan.refs[key] = person["id"]
+            self.plan.save()
+        for face in step["source_faces"] or ():
+            self.client.reassign_face(face["face"], self.plan.refs[key])
+
+    def _unassign(self, steps: list[dict[str, Any]]) -> None:
+        """Immich has no "unassign face": move the faces to a throwaway person and delete it."""
+        if not steps:
+            return
+        holder = self.client.create_person(UNDO_PERSON_NAME, True)
+        for step in steps:
+            self.client.reassign_face(step["face"], holder["id"])
+        self.client.delete_person(holder["id"])
+        for step in steps:
+            step["status"] = "undone"
+        self.plan.save()
+
+
+def describe_step(step: dict[str, Any]) -> str:
+    kind = step["kind"]
+    if kind == "create_person":
+        return f"create person '{step['name']}'" + (" (hidden)" if step["hidden"] else "")
+    if kind == "update_person":
+        return f"update person {step['person']}: " + ", ".join(f"{k}={v!r}" for k, v in step["set"].items())
+    if kind == "merge_people":
+        return f"merge '{step['source_name'] or step['source']}' into {step['into']}"
+    return f"assign face {step['face']} to {step['to']}"

@@ -1,0 +1,246 @@
+"""End-to-end flows against the fake Immich server: push people (plan, apply, resume, undo), register
+the ML URL, start jobs, index Immich assets into the library; with faults injected along the way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fake_immich import FakeImmich
+from immich_ml_desktop.errors import ImmichError, ImmichPermissionError, InvalidInputError
+from immich_ml_desktop.immich.client import ImmichClient
+from immich_ml_desktop.services import immich_ml
+from immich_ml_desktop.services.push import (
+    LocalFace,
+    PushPlan,
+    PushRun,
+    ReviewedPerson,
+    build_plan,
+    match_faces,
+    pushes_dir,
+)
+
+PHOTOS = ["face_recognition/examples/obama.jpg", "face_recognition/examples/biden.jpg",
+          "skimage/astronaut.png", "skimage/coffee.png"]
+
+
+@pytest.fixture
+def spec_path(photos_dir: Path) -> Path:
+    return photos_dir.parent / "immich" / "immich-openapi-specs.json"
+
+
+@pytest.fixture
+def fake(spec_path: Path, photos_dir: Path):
+    server = FakeImmich(spec_path)
+    for rel in PHOTOS:
+        server.add_asset(photos_dir / rel)
+    server.start()
+    yield server
+    server.stop()
+    assert server.spec_errors == []
+
+
+@pytest.fixture
+def client(fake: FakeImmich):
+    with ImmichClient(fake.url, fake.admin_key, backoff=0.01, retries=2) as c:
+        yield c
+
+
+# -- push: a scene with unassigned faces, a person Immich split in two, and one to hide ----------------
+
+class Scene:
+    def __init__(self, fake: FakeImmich) -> None:
+        a, b, c, d = list(fake.assets)
+        self.x = fake.add_person("")          # Immich's split half of Joe, unnamed
+        self.joe = fake.add_person("Joe")
+        self.z = fake.add_person("")          # someone the user hides
+        self.other = fake.add_person("Kim")   # not touched by the push
+        box1, box2 = (100, 100, 200, 220), (300, 100, 400, 220)
+        self.faces = {
+            "a1": fake.add_face(a, box1), "a2": fake.add_face(a, box2, self.x),
+            "b1": fake.add_face(b, box1, self.x), "b2": fake.add_face(b, box2, self.joe),
+            "c1": fake.add_face(c, box1, self.joe), "c2": fake.add_face(c, box2),
+            "d1": fake.add_face(d, box1, self.z), "d2": fake.add_face(d, box2, self.other),
+        }
+        jitter = lambda box: (box[0] + 3, box[1] - 2, box[2] + 2, box[3] + 4)  # another detector run, same preview
+        self.people = [
+            ReviewedPerson("Ann", [LocalFace(a, jitter(box1)), LocalFace(c, jitter(box2)),
+                                   LocalFace(d, (600, 600, 650, 650))]),  # the last one Immich never found
+            ReviewedPerson("Joe", [LocalFace(a, jitter(box2)), LocalFace(b, jitter(box1)),
+                                   LocalFace(b, jitter(box2)), LocalFace(c, jitter(box1))]),
+            ReviewedPerson("", [LocalFace(d, jitter(box1))], hidden=True),
+        ]
+
+
+def expected_after_push(scene: Scene, fake: FakeImmich) -> None:
+    names = {p["name"]: pid for pid, p in fake.people.items()}
+    assert sorted(p["name"] for p in fake.people.values()) == ["", "Ann", "Joe", "Kim"]
+    assert fake.faces_of(names["Ann"]) == {scene.faces["a1"], scene.faces["c2"]}
+    assert fake.faces_of(scene.joe) == {scene.faces[k] for k in ("a2", "b1", "b2", "c1")}
+    assert scene.x not in fake.people  # merged into Joe
+    assert fake.people[scene.z]["isHidden"] is True
+    assert fake.faces_of(scene.other) == {scene.faces["d2"]}
+
+
+def saved_plan(client: ImmichClient, scene: Scene, tmp_path: Path) -> PushPlan:
+    plan = build_plan(client, scene.people)
+    plan.save(pushes_dir(tmp_path / "library.sqlite3") / f"push-{plan.id}.json")
+    return plan
+
+
+def test_faces_are_matched_by_overlap_one_to_one():
+    remote = [{"id": "r1", "boundingBoxX1": 0, "boundingBoxY1": 0, "boundingBoxX2": 100, "boundingBoxY2": 100,
+               "imageWidth": 1000, "imageHeight": 800},
+              {"id": "r2", "boundingBoxX1": 90, "boundingBoxY1": 0, "boundingBoxX2": 190, "boundingBoxY2": 100,
+               "imageWidth": 1000, "imageHeight": 800}]
+    local = [LocalFace("a", (95, 2, 192, 98)), LocalFace("a", (2, 1, 99, 101)), LocalFace("a", (40, 0, 140, 100))]
+    matched = match_faces(local, remote)
+    assert {i: f["id"] for i, f in matched.items()} == {0: "r2", 1: "r1"}  # the straddling face matches nothing
+    half = [LocalFace("a", (0, 0, 50, 50), image_size=(500, 400))]  # boxes of a half-size preview are scaled
+    assert match_faces(half, remote)[0]["id"] == "r1"
+
+
+def test_dry_run_shows_the_plan_and_writes_nothing(fake: FakeImmich, client: ImmichClient, tmp_path: Path):
+    scene = Scene(fake)
+    before = fake.snapshot()
+    plan = build_plan(client, scene.people)
+    text = "\n".join(plan.describe())
+    assert "Ann: create; 2 faces to assign, 1 faces not found in Immich" in text
+    assert "Joe: use existing 'Joe'; 0 faces to assign, merge 1 Immich people (unnamed)" in text
+    assert "(unnamed): use existing ''; 0 faces to assign, hide" in text
+    assert plan.counts() == {"create_person": 1, "reassign_face": 2, "merge_people": 1, "update_person": 1}
+    assert all(op in ("getAllPeople", "getFaces") for op, _, _ in fake.log)
+    assert fake.snapshot() == before
+
+
+def test_push_applies_with_progress_and_undo_restores(fake: FakeImmich, client: ImmichClient, tmp_path: Path):
+    scene = Scene(fake)
+    before = fake.snapshot()
+    plan = saved_plan(client, scene, tmp_path)
+    seen: list[tuple[int, int]] = []
+    PushRun(client, plan, progress=lambda done, total, what: seen.append((done, total))).apply()
+    expected_after_push(scene, fake)
+    assert seen[-1] == (5, 5) and len(seen) == 5
+    on_disk = PushPlan.load(plan.path)
+    assert on_disk.state == "applied" and {s["status"] for s in on_disk.steps} == {"done"}
+    merge = next(s for s in on_disk.steps if s["kind"] == "merge_people")
+    assert {f["face"] for f in merge["source_faces"]} == {scene.faces["a2"], scene.faces["b1"]}
+
+    PushRun(client, PushPlan.latest(plan.path.parent)).revert()
+    assert fake.snapshot() == before  # names, hidden flags and every face's person as they were
+    assert PushPlan.load(plan.path).state == "reverted"
+    with pytest.raises(InvalidInputError, match="reverted"):
+        PushRun(client, PushPlan.load(plan.path)).apply()
+
+
+def test_a_500_in_the_middle_of_a_push_then_resume_finishes_without_doing_anything_twice(
+        fake: FakeImmich, client: ImmichClient, tmp_path: Path):
+    scene = Scene(fake)
+    plan = saved_plan(client, scene, tmp_path)
+    fake.inject(methods={"PUT"}, skip=1, times=3, status=500)  # the 2nd write of a face, outlasting the retries
+    with pytest.raises(ImmichError, match="HTTP 500.*Nothing was lost"):
+        PushRun(client, plan).apply()
+    interrupted = PushPlan.load(plan.path)
+    assert interrupted.state == "applying"
+    assert [s["status"] for s in interrupted.steps] == ["done", "done", "done", "started", "pending"]
+    PushRun(client, interrupted).apply()
+    expected_after_push(scene, fake)
+    assert fake.calls("createPerson") == 1 and fake.calls("mergePerson") == 1
+
+
+def test_a_crash_after_immich_committed_is_not_applied_twice(fake: FakeImmich, client: ImmichClient, tmp_path: Path):
+    scene = Scene(fake)
+    plan = saved_plan(client, scene, tmp_path)
+    fake.inject(operation="createPerson", after=True, status=500)  # Immich created Ann, then the answer was lost
+    with pytest.raises(ImmichError):
+        PushRun(client, plan).apply()
+    PushRun(client, PushPlan.load(plan.path)).apply()
+    assert [p["name"] for p in fake.people.values()].count("Ann") == 1
+    expected_after_push(scene, fake)
+
+
+def test_an_interrupted_push_can_be_reverted(fake: FakeImmich, client: ImmichClient, tmp_path: Path):
+    scene = Scene(fake)
+    before = fake.snapshot()
+    plan = saved_plan(client, scene, tmp_path)
+    fake.inject(operation="reassignFacesById", skip=1, times=3, status=502)
+    with pytest.raises(ImmichError):
+        PushRun(client, plan).apply()
+    PushRun(client, PushPlan.load(plan.path)).revert()
+    assert fake.snapshot() == before
+
+
+def test_undo_leaves_faces_the_user_moved_since_alone(fake: FakeImmich, client: ImmichClient, tmp_path: Path):
+    scene = Scene(fake)
+    plan = saved_plan(client, scene, tmp_path)
+    PushRun(client, plan).apply()
+    fake.faces[scene.faces["c2"]]["personId"] = scene.other  # the user fixed a face in Immich's UI
+    PushRun(client, PushPlan.load(plan.path)).revert()
+    assert fake.faces[scene.faces["c2"]]["personId"] == scene.other
+    assert fake.faces[scene.faces["a1"]]["personId"] is None
+
+
+def test_push_without_permission_says_which(fake: FakeImmich, tmp_path: Path):
+    scene = Scene(fake)
+    key = fake.add_key(["person.read", "face.read", "asset.read"])
+    with ImmichClient(fake.url, key, backoff=0.01) as limited:
+        plan = saved_plan(limited, scene, tmp_path)  # reading is allowed
+        with pytest.raises(ImmichPermissionError, match="lacks face.update, person.create, person.delete, "
+                                                        "person.merge, person.update.*nothing was changed"):
+            PushRun(limited, plan).apply()
+    assert PushPlan.load(plan.path).state == "planned"
+    assert sorted(p["name"] for p in fake.people.values()) == ["", "", "Joe", "Kim"]
+
+
+# -- Immich's ML: URL registration, model check, jobs -------------------------------------------------
+
+def test_register_puts_our_url_first_and_unregister_takes_it_out(fake: FakeImmich, client: ImmichClient):
+    ours = "http://192.168.1.20:3003"
+    urls, changed = immich_ml.register_url(client, ours)
+    assert changed and urls == [ours, "http://immich-machine-learning:3003"]
+    assert fake.config["machineLearning"]["urls"] == urls
+    assert immich_ml.register_url(client, ours + "/") == (urls, False)  # already first: nothing written
+    assert fake.calls("updateConfig") == 1
+    other_before = json.dumps({k: v for k, v in fake.config.items() if k != "machineLearning"}, sort_keys=True)
+    urls, changed = immich_ml.unregister_url(client, ours)
+    assert changed and urls == ["http://immich-machine-learning:3003"]
+    assert json.dumps({k: v for k, v in fake.config.items() if k != "machineLearning"}, sort_keys=True) == other_before
+    with pytest.raises(InvalidInputError, match="only ML URL"):
+        immich_ml.unregister_url(client, "http://immich-machine-learning:3003")
+
+
+def test_models_immich_uses_are_checked_in_our_cache(fake: FakeImmich, client: ImmichClient, cpu_engine):
+    from conftest import CLIP_PACK, FACE_PACK
+
+    ml = immich_ml.read_ml_config(client)
+    assert (ml.clip_model, ml.face_model) == ("ViT-B-32__openai", "buffalo_l")
+    missing = immich_ml.check_models(cpu_engine, ml)
+    assert [(c.name, c.present) for c in missing] == [("ViT-B-32__openai", False), ("buffalo_l", False)]
+    fake.config["machineLearning"]["clip"]["modelName"] = CLIP_PACK
+    fake.config["machineLearning"]["facialRecognition"]["modelName"] = FACE_PACK
+    present = immich_ml.check_models(cpu_engine, immich_ml.read_ml_config(client))
+    assert [(c.name, c.present, c.missing) for c in present] == [(CLIP_PACK, True, []), (FACE_PACK, True, [])]
+
+
+def test_jobs_start_and_queue_counts_give_an_eta(fake: FakeImmich, client: ImmichClient):
+    counts = immich_ml.start_jobs(client, ["smartSearch", "faceDetection"], force=True)
+    assert [(c.name, c.waiting) for c in counts] == [("smartSearch", 4), ("faceDetection", 4)]
+    clock = iter([0.0, 10.0, 10.0])
+    watch = immich_ml.QueueWatch(clock=lambda: next(clock))
+    assert watch.eta(immich_ml.queue_counts(client, ("smartSearch",))[0]) is None  # no rate yet
+    fake.process_jobs("smartSearch", 2)
+    later = immich_ml.queue_counts(client, ("smartSearch",))[0]
+    assert later.remaining == 2 and watch.eta(later) == pytest.approx(10.0)
+    assert watch.rate(later) == pytest.approx(0.2)
+    with pytest.raises(InvalidInputError, match="Unknown ML job"):
+        immich_ml.start_jobs(client, ["thumbnailGeneration"])
+
+
+def test_jobs_need_an_admin(fake: FakeImmich):
+    user = fake.add_user("Ann")
+    with ImmichClient(fake.url, fake.add_key(["all"], user), backoff=0.01) as c:
+        with pytest.raises(ImmichPermissionError, match="admin"):
+            immich_ml.start_jobs(c, ["smartSearch"])
+        assert c.check_key().missing == {"register ML URL": ["admin account"], "run ML jobs": ["admin account"]}
