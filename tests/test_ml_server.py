@@ -99,6 +99,20 @@ def test_root_and_ping(client: httpx.Client) -> None:
     assert pong.headers["content-type"].startswith("text/plain")
 
 
+def test_answers_do_not_wait_for_delayed_acks(server: MlServer) -> None:
+    """Without TCP_NODELAY each answer (written in two parts) waits ~40 ms for the client's ACK."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        times = []
+        for _ in range(9):
+            start = time.perf_counter()
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"pong"):
+                answer += sock.recv(4096)
+            times.append(time.perf_counter() - start)
+    assert sorted(times)[4] < 0.025
+
+
 def test_clip_visual_matches_engine(client: httpx.Client, cpu_engine: Engine, jpeg: bytes) -> None:
     r = predict(client, CLIP_VISUAL, image=jpeg)
     assert r.status_code == 200, r.text

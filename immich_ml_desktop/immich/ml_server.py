@@ -300,6 +300,9 @@ class MlServer:
                 f"Cannot listen on {self.host}:{self.port}: {e.strerror or e}. "
                 "Another program (maybe Immich's own ML service) may use that port: choose another with --port."
             ) from None
+        # Accepted connections inherit this; without it uvicorn's two writes per response (head, body)
+        # meet the client's delayed ACK and every answer waits ~40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.listen(128)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
