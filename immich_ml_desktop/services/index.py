@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
-from immich_ml_desktop.errors import LibraryError, UserError
+from immich_ml_desktop.errors import LibraryError, SourceUnavailableError, UserError
 from immich_ml_desktop.library.folders import SyncResult
 from immich_ml_desktop.library.store import Asset, AssetResult, LibraryStore
 from immich_ml_desktop.models.base import ModelTask, ModelType
@@ -36,7 +36,9 @@ _POLL = 0.1
 
 
 class IndexSource(Protocol):
-    """Where assets come from (local folders now, an Immich server later)."""
+    """Where assets come from (local folders, an Immich server). `load` raises `SourceUnavailableError`
+    when the source as a whole cannot be read (server down, key revoked): the job stops instead of
+    marking every remaining asset failed."""
 
     kind: str
 
@@ -264,6 +266,8 @@ class IndexJob:
                 prepared.pixels = clip.transform(prepared.image.pil)
             if self.face_model:
                 prepared.image.bgr  # computed here, off the inference thread
+        except SourceUnavailableError:
+            raise  # the whole source is down, not this asset: stop here; a later run goes on from here
         except Exception as e:  # noqa: BLE001 - any bad file is recorded and the job goes on
             prepared.error = describe_error(e)
         return prepared
@@ -278,6 +282,9 @@ class IndexJob:
         vectors = self._clip_vectors(good, clip) if clip is not None else {}
         results: list[AssetResult] = []
         for p in good:
+            if self.paused and results:  # store what is finished before waiting, so a pause loses nothing
+                self._store(results)
+                results = []
             if not self._wait_while_paused():
                 break
             if p.asset.id in vectors and vectors[p.asset.id] is None:
@@ -297,6 +304,9 @@ class IndexJob:
             self._done += 1
             self._rate.add(self._done)
             self._emit("indexing")
+        self._store(results)
+
+    def _store(self, results: list[AssetResult]) -> None:
         if results:
             self.store.record_results(results, clip_model=self.clip_model, face_model=self.face_model)
 
