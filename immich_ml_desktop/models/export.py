@@ -181,11 +181,13 @@ def export_clip(
     dynamic_batch: bool = False,
     parity: bool = True,
     replace: bool = False,
+    parity_photos: list[Image.Image] | None = None,
     say: Callable[[str], None] = lambda msg: log.info("%s", msg),
 ) -> ExportResult:
     """Export `arch` (+ `pretrained` weights, or random ones) into `<cache_dir>/clip/<name>/`.
 
     The pack is built in a temporary folder beside the target and moved into place only when complete.
+    The parity check runs `parity_photos` (default: synthetic images) through both PyTorch and the engine.
     """
     torch, open_clip = _require_torch()
     if not random_init and not pretrained:
@@ -259,7 +261,7 @@ def export_clip(
     result = ExportResult(target, seconds, sizes)
     if parity:
         say("checking the exported pack against PyTorch")
-        result.parity = parity_check(model, arch, target)
+        result.parity = parity_check(model, arch, target, parity_photos)
     return result
 
 
