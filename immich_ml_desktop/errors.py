@@ -80,3 +80,7 @@ class ImmichPermissionError(ImmichError):
 
 class ImmichVersionError(ImmichError):
     """The Immich server is older than the versions this app speaks to."""
+
+
+class SourceUnavailableError(UserError):
+    """A library source as a whole cannot be read (server down, key revoked); no single asset is at fault."""

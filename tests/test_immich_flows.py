@@ -3,10 +3,12 @@ the ML URL, start jobs, index Immich assets into the library; with faults inject
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from fake_immich import FakeImmich
 from immich_ml_desktop.errors import ImmichError, ImmichPermissionError, InvalidInputError
@@ -244,3 +246,109 @@ def test_jobs_need_an_admin(fake: FakeImmich):
         with pytest.raises(ImmichPermissionError, match="admin"):
             immich_ml.start_jobs(c, ["smartSearch"])
         assert c.check_key().missing == {"register ML URL": ["admin account"], "run ML jobs": ["admin account"]}
+
+
+# -- Immich as a library source, then a push of real faces ---------------------------------------------
+
+FACE_PHOTOS = {"face_recognition/examples/obama.jpg": "Barack Obama", "face_recognition/examples/obama2.jpg": "Barack Obama",
+               "face_recognition/examples/biden.jpg": "Joe Biden", "skimage/coffee.png": None}
+
+
+@pytest.fixture
+def face_fake(spec_path: Path, photos_dir: Path):
+    server = FakeImmich(spec_path)
+    server.identity = {server.add_asset(photos_dir / rel): who for rel, who in FACE_PHOTOS.items()}
+    server.start()
+    yield server
+    server.stop()
+    assert server.spec_errors == []
+
+
+def index_job(store, engine, client, **kw):
+    from conftest import CLIP_PACK, FACE_PACK
+    from immich_ml_desktop.library.immich_source import ImmichSource
+    from immich_ml_desktop.services.index import IndexJob
+
+    return IndexJob(store, engine, ImmichSource(client), clip_model=CLIP_PACK, face_model=FACE_PACK, **kw)
+
+
+def test_index_from_immich_then_only_new_or_changed_assets(face_fake: FakeImmich, cpu_engine, tmp_path: Path,
+                                                           photos_dir: Path):
+    from immich_ml_desktop.library.store import LibraryStore
+
+    with ImmichClient(face_fake.url, face_fake.admin_key, backoff=0.01) as client, \
+            LibraryStore(tmp_path / "library.sqlite3") as store:
+        first = index_job(store, cpu_engine, client).run()
+        assert (first.new, first.indexed, first.failed) == (4, 4, 0)
+        assert {a.key for a in store.assets("immich")} == set(face_fake.assets)  # keyed by Immich asset id
+        obama = store.asset_by_key("immich", next(k for k, v in face_fake.identity.items() if v == "Barack Obama"))
+        assert len(store.faces(asset_id=obama.id)) >= 1
+        assert (obama.width, obama.height) == Image.open(io.BytesIO(face_fake.previews[obama.key])).size
+        assert face_fake.calls("viewAsset") == 4
+
+        again = index_job(store, cpu_engine, client).run()
+        assert (again.new, again.changed, again.unchanged, again.total) == (0, 0, 4, 0)
+        assert face_fake.calls("viewAsset") == 4  # nothing downloaded again
+
+        face_fake.add_asset(photos_dir / "skimage/astronaut.png", kind="VIDEO")  # a video's preview frame
+        face_fake.replace_asset_photo(obama.key, photos_dir / "face_recognition/examples/obama-1080p.jpg")
+        third = index_job(store, cpu_engine, client).run()
+        assert (third.new, third.changed, third.unchanged, third.indexed) == (1, 1, 3, 2)
+        assert face_fake.calls("viewAsset") == 6
+
+
+def test_a_dropped_preview_download_is_retried_during_indexing(face_fake: FakeImmich, cpu_engine, tmp_path: Path):
+    from immich_ml_desktop.library.store import LibraryStore
+
+    face_fake.inject(operation="viewAsset", drop=True, skip=1, times=1)
+    with ImmichClient(face_fake.url, face_fake.admin_key, backoff=0.01) as client, \
+            LibraryStore(tmp_path / "library.sqlite3") as store:
+        summary = index_job(store, cpu_engine, client).run()
+    assert (summary.indexed, summary.failed) == (4, 0)
+    assert [s for op, _, s in face_fake.log if op == "viewAsset"].count(599) == 1
+
+
+def test_server_going_down_while_indexing_stops_cleanly_and_a_rerun_finishes(
+        face_fake: FakeImmich, cpu_engine, tmp_path: Path):
+    from immich_ml_desktop.errors import SourceUnavailableError
+    from immich_ml_desktop.library.store import LibraryStore
+
+    outage = face_fake.inject(operation="viewAsset", drop=True, skip=2, times=10_000)
+    with ImmichClient(face_fake.url, face_fake.admin_key, backoff=0.01, retries=1) as client, \
+            LibraryStore(tmp_path / "library.sqlite3") as store:
+        with pytest.raises(SourceUnavailableError, match="connection to Immich.*broke"):
+            index_job(store, cpu_engine, client, decode_workers=1, batch_size=1).run()
+        assert store.failures() == []  # no asset is blamed for the outage
+        outage.times = 0  # the server is back
+        rerun = index_job(store, cpu_engine, client).run()
+        assert rerun.failed == 0 and rerun.indexed == rerun.total <= 4
+        assert store.stats()["indexed"] == 4
+
+
+def test_index_then_push_real_faces_matches_every_face(face_fake: FakeImmich, cpu_engine, tmp_path: Path):
+    """Immich's faces come from the same detector on the same preview (as when our server is its ML
+    service), so each locally found face must find its Immich face."""
+    from conftest import FACE_PACK
+    from immich_ml_desktop.library.store import LibraryStore
+
+    for asset_id, data in face_fake.previews.items():
+        for face in cpu_engine.faces(FACE_PACK, data):
+            face_fake.add_face(asset_id, tuple(float(v) for v in face.box))
+    with ImmichClient(face_fake.url, face_fake.admin_key, backoff=0.01) as client, \
+            LibraryStore(tmp_path / "library.sqlite3") as store:
+        index_job(store, cpu_engine, client).run()
+        groups: dict[str, ReviewedPerson] = {}
+        for asset in store.assets("immich"):
+            who = face_fake.identity[asset.key]
+            faces = store.faces(asset_id=asset.id)
+            if who and faces:
+                largest = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+                groups.setdefault(who, ReviewedPerson(who, [])).faces.append(
+                    LocalFace(asset.key, largest.box, (asset.width, asset.height)))
+        plan = build_plan(client, groups.values())
+        plan.save(tmp_path / "push.json")
+        assert all(p["unmatched"] == 0 for p in plan.summary)
+        PushRun(client, plan).apply()
+    named = {p["name"]: pid for pid, p in face_fake.people.items()}
+    assert sorted(named) == ["Barack Obama", "Joe Biden"]
+    assert len(face_fake.faces_of(named["Barack Obama"])) == 2 and len(face_fake.faces_of(named["Joe Biden"])) == 1
