@@ -394,3 +394,27 @@ def test_cli_list_shows_the_catalogue(capsys: pytest.CaptureFixture[str], tmp_pa
     assert main(["models", "list", "--cache-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("ViT-SO400M-16-SigLIP2-384__webli") and "1152-d" in line for line in lines)
+
+
+def test_concurrent_downloads_of_one_pack_fetch_it_once(tmp_path: Path, online: LocalHub) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        packs = list(pool.map(lambda _: ModelStore(tmp_path).download(FACE_NAME), range(3)))
+    assert packs == [tmp_path / "facial-recognition" / FACE_NAME] * 3
+    assert len(file_gets(online, "recognition/model.onnx")) == 1
+
+
+def test_missing_files_of_a_foreign_pack_are_added_without_touching_the_rest(tmp_path: Path, online: LocalHub, models_dir: Path) -> None:
+    """A pack copied by hand (no manifest) keeps its own files; only what it lacks is fetched."""
+    pack = tmp_path / "clip" / CLIP_NAME
+    shutil.copytree(models_dir / "clip" / CLIP_PACK, pack)
+    for p in pack.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    (pack / "textual" / "tokenizer.json").unlink()
+    config_mtime = (pack / "config.json").stat().st_mtime_ns
+    ModelStore(tmp_path).download(CLIP_NAME)
+    fetched = [r.path for r in online.requests if "/resolve/" in r.path]
+    assert len(fetched) == 1 and fetched[0].endswith("textual/tokenizer.json")
+    assert (pack / "config.json").stat().st_mtime_ns == config_mtime
+    assert ModelStore(tmp_path).verify(CLIP_NAME).status == "complete"

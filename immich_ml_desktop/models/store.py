@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import httpx
+from filelock import FileLock
 
 from immich_ml_desktop.errors import DownloadError, InvalidInputError, ModelDamagedError, ModelNotFoundError
 from immich_ml_desktop.models import catalog
@@ -266,6 +267,26 @@ class ModelStore:
             )
         pack = self.cache_dir / entry.task.value / folder_name
         staging = self.cache_dir / INCOMPLETE / entry.task.value / folder_name
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        # One download of a pack at a time, also across processes (the window and a CLI command).
+        total = 0
+        with FileLock(str(staging) + ".lock"):
+            if self.find_pack(folder_name) is None:
+                total = self._download_locked(entry, pack, staging, folder_name, progress)
+        problems = self._quick_problems(pack, entry.task)
+        if problems:
+            raise ModelDamagedError(
+                f"{pack} is still not usable ({', '.join(problems)}): it holds files this app did not write and "
+                "leaves alone. Remove that folder and download again."
+            )
+        if progress:
+            progress(DownloadProgress(folder_name, "complete", done=total, total=total))
+        return pack
+
+    def _download_locked(
+        self, entry: CatalogEntry, pack: Path, staging: Path, folder_name: str, progress: ProgressCallback | None
+    ) -> int:
+        """Fetch what the pack lacks; returns the pack's total size in bytes."""
         headers = {"User-Agent": "immich-ml-desktop"}
         token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
         if token:
@@ -289,13 +310,11 @@ class ModelStore:
                 self._fetch(client, url, f, final, folder_name, state, total, progress)
                 records[f.path] = _file_record(final, f.sha256)
         self._install(pack, staging, records, entry, commit, new=managed is None and not pack.is_dir())
-        if progress:
-            progress(DownloadProgress(folder_name, "complete", done=total, total=total))
-        return pack
+        return total
 
     def _needs_fetch(self, pack: Path, f: RemoteFile, manifest: dict[str, Any] | None, quick_bad: set[str]) -> bool:
         local = pack / f.path
-        if not local.is_file():
+        if not local.is_file() or local.stat().st_size == 0:
             return True
         if manifest is None:
             return False  # a file the app did not write: never replaced
@@ -326,6 +345,8 @@ class ModelStore:
             ]
         except (ValueError, KeyError, TypeError) as e:
             raise DownloadError(f"{self.endpoint} answered something that is not a Hugging Face model listing for {entry.repo_id} ({e}).") from None
+        if any(f.size < 0 for f in files):
+            raise DownloadError(f"{self.endpoint} lists the files of {entry.repo_id} without their sizes; it cannot be used as a mirror.")
         return commit, files
 
     def _raise_for_status(self, r: httpx.Response, what: str) -> None:
