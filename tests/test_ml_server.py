@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -416,3 +417,97 @@ def test_serve_command(models_dir: Path, jpeg: bytes, tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=20)
     assert f"Preloaded clip/visual/{CLIP_PACK}" in err
     assert f"predict clip/visual {CLIP_PACK} 200" in err
+
+
+# handing on what we cannot serve (issue 9) --------------------------------------------------------
+class _RecordingMlService:
+    """A second real HTTP server standing in for the user's Immich ML container: it records every
+    request it receives and answers a fixed status and body."""
+
+    def __init__(self, status: int = 200, body: bytes = b'{"image-classification":["dog"],"imageHeight":1,"imageWidth":1}') -> None:
+        import http.server
+
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                data = self.rfile.read(int(self.headers["Content-Length"]))
+                recorder.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, data))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def other_service():
+    service = _RecordingMlService()
+    yield service
+    service.close()
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        {"image-classification": {"classification": {"modelName": "microsoft/resnet-50"}}},  # a task we lack
+        {"clip": {"visual": {"modelName": "ViT-Nope-1__x"}}},  # a model we lack and cannot download
+        {**CLIP_VISUAL, "image-classification": {"classification": {"modelName": "resnet"}}},  # mixed: all handed on
+    ],
+)
+def test_forwards_unchanged_and_passes_answer_back(cpu_engine: Engine, other_service: _RecordingMlService, jpeg: bytes, entries: dict) -> None:
+    body, content_type = multipart_body(entries, jpeg)
+    with MlServer(cpu_engine, "127.0.0.1", 0, forward_url=other_service.url + "/") as srv, httpx.Client(base_url=srv.url) as c:
+        r = c.post("/predict", content=body, headers={"content-type": content_type})
+        assert r.status_code == 200
+        assert r.content == b'{"image-classification":["dog"],"imageHeight":1,"imageWidth":1}'
+        assert srv.stats.forwarded == 1
+    [(path, headers, received)] = other_service.received
+    assert path == "/predict"
+    assert received == body, "the request is handed on byte for byte"
+    assert headers["content-type"] == content_type
+
+
+def test_forward_target_errors_come_back_verbatim(cpu_engine: Engine, jpeg: bytes) -> None:
+    service = _RecordingMlService(status=422, body=b'{"detail":"their words"}')
+    try:
+        with MlServer(cpu_engine, "127.0.0.1", 0, forward_url=service.url) as srv, httpx.Client(base_url=srv.url) as c:
+            r = predict(c, {"image-classification": {"classification": {"modelName": "x"}}}, image=jpeg)
+            assert (r.status_code, r.content) == (422, b'{"detail":"their words"}')
+    finally:
+        service.close()
+
+
+def test_forward_target_down_is_a_clear_502_and_local_work_goes_on(cpu_engine: Engine, jpeg: bytes) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with MlServer(cpu_engine, "127.0.0.1", 0, forward_url=dead_url) as srv, httpx.Client(base_url=srv.url) as c:
+        r = predict(c, {"clip": {"visual": {"modelName": "ViT-Nope-1__x"}}}, image=jpeg)
+        assert r.status_code == 502
+        assert dead_url in r.json()["detail"] and "could not be reached" in r.json()["detail"]
+        assert predict(c, CLIP_VISUAL, image=jpeg).status_code == 200
+        assert c.get("/ping").text == "pong"
+
+
+def test_two_servers_forwarding_to_each_other_do_not_loop(cpu_engine: Engine, jpeg: bytes) -> None:
+    with MlServer(cpu_engine, "127.0.0.1", 0) as a, MlServer(cpu_engine, "127.0.0.1", 0, forward_url=a.url) as b:
+        a.forward_url = b.url
+        with httpx.Client(base_url=a.url, timeout=20) as c:
+            r = predict(c, {"image-classification": {"classification": {"modelName": "x"}}}, image=jpeg)
+        assert r.status_code == 422
+        assert "image-classification" in r.json()["detail"]
+        assert (a.stats.forwarded, b.stats.forwarded) == (1, 0)  # b saw the mark and answered itself

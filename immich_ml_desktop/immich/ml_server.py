@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 100 * 1024 * 1024  # Immich sends previews of a few hundred kB; originals rarely pass 100 MB
 MAX_FIELD_BYTES = 64 * 1024  # `entries` and `text` are a few hundred bytes
 BODY_IDLE_TIMEOUT = 60.0  # seconds without a byte of body before the request is refused
+FORWARDED_HEADER = "x-immich-ml-desktop-forwarded"  # marks a handed-on request so two servers never loop
 IN_THREAD_PARSE_BYTES = 1024 * 1024  # larger bodies are parsed off the event loop
 STATS_WINDOW = 10.0  # seconds over which `requests_per_second` is measured
 
@@ -223,7 +224,7 @@ class MlServer:
         self.port = port
         self.networks = parse_networks(allow)
         self.allow_loopback = allow_loopback
-        self.forward_url = forward_url.rstrip("/")
+        self.forward_url = forward_url
         self.workers = workers or default_workers()
         self.max_image_bytes = max_image_bytes
         self.max_field_bytes = max_field_bytes
@@ -236,7 +237,16 @@ class MlServer:
         self._error: BaseException | None = None
         self.app = self._build_app()
 
-    # what the GUI reads ---------------------------------------------------------------------------
+    # what the GUI reads (and may change while running) -----------------------------------------------
+    @property
+    def forward_url(self) -> str:
+        """Where requests this app cannot serve are handed on; "" answers them with an error instead."""
+        return self._forward_url
+
+    @forward_url.setter
+    def forward_url(self, url: str) -> None:
+        self._forward_url = (url or "").strip().rstrip("/")
+
     @property
     def url(self) -> str:
         host = self.host
@@ -394,7 +404,8 @@ class MlServer:
     # the app ------------------------------------------------------------------------------------
     def _build_app(self) -> ASGIApp:
         async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-            self._forward_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0)) if self.forward_url else None
+            # Always there, so the GUI can set a forward URL while the server runs.
+            self._forward_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
             try:
                 yield
             finally:
@@ -434,7 +445,8 @@ class MlServer:
             entries = self._entries(form)
             tasks, models = _describe(entries)
             image, text = self._payload(form)
-            if self.forward_url and not all(_runs_locally(e) for e in entries):
+            can_forward = bool(self.forward_url) and FORWARDED_HEADER not in request.headers
+            if can_forward and not all(_runs_locally(e) for e in entries):
                 forwarded = True
                 response = await self._forward(body, content_type)
             else:
@@ -442,7 +454,7 @@ class MlServer:
                     answer = await asyncio.get_running_loop().run_in_executor(self._pool, self._run, entries, image, text)
                     response = Response(answer, media_type="application/json")
                 except _HAND_ON as e:
-                    if not self.forward_url:
+                    if not can_forward:
                         raise type(e)(f"{e}{_NO_FORWARD_HINT}") from None
                     log.info("Handing on to %s: %s", self.forward_url, e)
                     forwarded = True
@@ -524,7 +536,8 @@ class MlServer:
         assert self._forward_client is not None
         target = f"{self.forward_url}/predict"
         try:
-            answer = await self._forward_client.post(target, content=body, headers={"content-type": content_type})
+            headers = {"content-type": content_type, FORWARDED_HEADER: "1"}
+            answer = await self._forward_client.post(target, content=body, headers=headers)
         except httpx.HTTPError as e:
             raise ForwardError(
                 f"This request needs a task or model served by {self.forward_url}, which could not be reached "
