@@ -182,12 +182,17 @@ class GroupingParams:
     link_distance: two sets of faces are one person when their average pairwise distance is at most this.
     join_distance: a new face or small set joins an existing group when its average distance to the
         group's faces is at most this.
+    separation, separate_size: two sets of at least `separate_size` faces each stay apart when their
+        average distance exceeds the larger of their own average distances by more than `separation`
+        (look-alikes: two tight groups with a gap between them).
     min_group_size: smaller sets of faces stay unassigned instead of founding a group.
     neighbours: how many nearest faces each face is linked to when the library is split into blocks.
     """
 
-    link_distance: float = 0.62
-    join_distance: float = 0.62
+    link_distance: float = 0.6
+    join_distance: float = 0.6
+    separation: float = 0.2
+    separate_size: int = 3
     min_group_size: int = 2
     neighbours: int = 30
 
@@ -238,7 +243,7 @@ def group_faces(
     next_label = int(labels.max()) + 1 if (labels >= 0).any() else 0
     fixed_groups = _FixedGroups(unit, photos, labels, constraints.forbidden)
     for s in sets:
-        target, members = fixed_groups.best_home(s, params.join_distance)
+        target, members = fixed_groups.best_home(s, params)
         if target != UNASSIGNED:
             labels[members] = target
             fixed_groups.add(target, members)
@@ -248,7 +253,7 @@ def group_faces(
             labels[s] = next_label
             next_label += 1
     for s in singles:
-        target, members = fixed_groups.best_home(s, params.join_distance)
+        target, members = fixed_groups.best_home(s, params)
         if target != UNASSIGNED:
             labels[members] = target
             fixed_groups.add(target, members)
@@ -278,16 +283,21 @@ class _FixedGroups:
         self.counts[r] += len(members)
         self.group_photos[r].update(self.photos[members].tolist())
 
-    def best_home(self, members: np.ndarray, join_distance: float) -> tuple[int, np.ndarray]:
-        """The closest group that `members` may join, and the members allowed to (forbidden ones stay out)."""
+    def best_home(self, members: np.ndarray, params: GroupingParams) -> tuple[int, np.ndarray]:
+        """The closest group that `members` may join, and the members allowed to (forbidden ones stay out).
+        The same separation rule as in linkage keeps a tight set of look-alike faces out of a tight group."""
         if not self.ids:
             return UNASSIGNED, members
-        mean = self.unit[members].mean(axis=0)
-        distances = 1.0 - (self.sums @ mean) / np.maximum(self.counts, 1)
+        total = self.unit[members].astype(np.float64).sum(axis=0)
+        distances = 1.0 - (self.sums @ total) / (np.maximum(self.counts, 1) * len(members))
         for r in np.argsort(distances):
-            if distances[r] > join_distance:
+            if distances[r] > params.join_distance:
                 break
             group = self.ids[r]
+            if min(len(members), self.counts[r]) >= params.separate_size and distances[r] > params.separation + max(
+                _spread(total, len(members)), _spread(self.sums[r], int(self.counts[r]))
+            ):
+                continue
             if self.group_photos[r].intersection(self.photos[members].tolist()):
                 continue
             allowed = np.array([f for f in members if group not in self.forbidden_by_face.get(int(f), ())], dtype=np.int64)
@@ -311,25 +321,24 @@ def _cluster_free_faces(unit: np.ndarray, photos: np.ndarray, params: GroupingPa
     sets: list[np.ndarray] = []
     for block in np.split(order, bounds):
         if block.size >= 2:
-            sets.extend(_cluster_block(unit, photos, block, params.link_distance))
+            sets.extend(_cluster_block(unit, photos, block, params))
     return sets
 
 
-def _cluster_block(unit: np.ndarray, photos: np.ndarray, block: np.ndarray, threshold: float) -> list[np.ndarray]:
+def _cluster_block(unit: np.ndarray, photos: np.ndarray, block: np.ndarray, params: GroupingParams) -> list[np.ndarray]:
     if block.size > BLOCK_LIMIT:
         # Too big for one linkage: split in two by 2-means and cluster the halves. A person cut in two
         # shows up as two close groups, which the review's merge suggestions offer to join.
-        return [s for half in _split(unit, block) for s in _cluster_block(unit, photos, half, threshold)]
+        return [s for half in _split(unit, block) for s in _cluster_block(unit, photos, half, params)]
     if block.size == 2:
         a, b = block
-        if 1.0 - float(unit[a] @ unit[b]) <= threshold and photos[a] != photos[b]:
+        if 1.0 - float(unit[a] @ unit[b]) <= params.link_distance and photos[a] != photos[b]:
             return [block]
         return []
     v = unit[block].astype(np.float64)
-    sims = v @ v.T
-    condensed = np.clip(1.0 - sims[np.triu_indices(block.size, k=1)], 0.0, 2.0)
+    condensed = np.clip(1.0 - (v @ v.T)[np.triu_indices(block.size, k=1)], 0.0, 2.0)
     merges = linkage(condensed, method="average")
-    return [block[m] for m in _constrained_cut(merges, photos[block], threshold) if len(m) >= 2]
+    return [block[m] for m in _constrained_cut(merges, v, photos[block], params) if len(m) >= 2]
 
 
 def _split(unit: np.ndarray, block: np.ndarray) -> list[np.ndarray]:
@@ -342,24 +351,39 @@ def _split(unit: np.ndarray, block: np.ndarray) -> list[np.ndarray]:
     return halves
 
 
-def _constrained_cut(merges: np.ndarray, photos: np.ndarray, threshold: float) -> list[list[int]]:
-    """Maximal dendrogram nodes merged at <= threshold that hold no two faces of one photo.
+def _spread(total: np.ndarray, count: int) -> float:
+    """Average cosine distance between the faces of a set of unit vectors, from their sum."""
+    return 1.0 - (float(total @ total) - count) / (count * (count - 1))
 
-    Average linkage has no inversions, so both conditions only get worse towards the root: a node is
-    kept when it and all its descendants pass, which one bottom-up sweep decides.
+
+def _constrained_cut(merges: np.ndarray, unit: np.ndarray, photos: np.ndarray, params: GroupingParams) -> list[list[int]]:
+    """Maximal dendrogram nodes whose every merge was allowed.
+
+    A merge is allowed when it happens at <= `link_distance`, joins no two faces of one photo, and, when
+    both sides already hold `separate_size` faces, the sides are not much further apart than each side's
+    own faces are (`separation`): two tight groups with a gap between them are look-alikes, not one person.
+    Average linkage has no inversions, so one bottom-up sweep decides every node.
     """
     m = len(photos)
     members: list[list[int] | None] = [[i] for i in range(m)] + [None] * (m - 1)
     seen: list[set | None] = [{p} for p in photos.tolist()] + [None] * (m - 1)
+    sums: list[np.ndarray | None] = list(unit) + [None] * (m - 1)
     ok = [True] * m + [False] * (m - 1)
     for step, (a, b, height, _) in enumerate(merges):
         a, b, node = int(a), int(b), m + step
-        if ok[a] and ok[b] and height <= threshold:
-            small, large = (a, b) if len(seen[a]) < len(seen[b]) else (b, a)
-            if seen[large].isdisjoint(seen[small]):
-                seen[large].update(seen[small])
-                seen[node], members[node], ok[node] = seen[large], members[a] + members[b], True
-                members[a] = members[b] = seen[a] = seen[b] = None
+        if not (ok[a] and ok[b] and height <= params.link_distance):
+            continue
+        na, nb = len(members[a]), len(members[b])
+        if min(na, nb) >= params.separate_size and height > params.separation + max(
+            _spread(sums[a], na), _spread(sums[b], nb)
+        ):
+            continue
+        small, large = (a, b) if len(seen[a]) < len(seen[b]) else (b, a)
+        if not seen[large].isdisjoint(seen[small]):
+            continue
+        seen[large].update(seen[small])
+        seen[node], members[node], sums[node], ok[node] = seen[large], members[a] + members[b], sums[a] + sums[b], True
+        members[a] = members[b] = seen[a] = seen[b] = sums[a] = sums[b] = None
     return [members[i] for i in range(2 * m - 1) if ok[i] and members[i] is not None]
 
 
