@@ -418,3 +418,26 @@ def test_missing_files_of_a_foreign_pack_are_added_without_touching_the_rest(tmp
     assert len(fetched) == 1 and fetched[0].endswith("textual/tokenizer.json")
     assert (pack / "config.json").stat().st_mtime_ns == config_mtime
     assert ModelStore(tmp_path).verify(CLIP_NAME).status == "complete"
+
+
+def test_the_test_hub_speaks_the_hub_protocol_huggingface_hub_expects(tmp_path: Path, online: LocalHub, models_dir: Path) -> None:
+    """huggingface_hub itself (in a fresh process: it reads HF_ENDPOINT once, at import) downloads
+    from the test hub, so what the store is tested against is what the real hub serves."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from huggingface_hub import HfApi, snapshot_download\n"
+        f"info = HfApi().model_info('immich-app/{CLIP_NAME}', files_metadata=True)\n"
+        "lfs = {s.rfilename: s.lfs.sha256 for s in info.siblings if s.lfs}\n"
+        f"snapshot_download('immich-app/{CLIP_NAME}', local_dir=sys.argv[1], allow_patterns=['visual/*'])\n"
+        "print(lfs['visual/model.onnx'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT=online.url, HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(tmp_path / "hf-home"))
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "snap")], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    expected = sha256(models_dir / "clip" / CLIP_PACK / "visual/model.onnx")
+    assert out.stdout.split()[-1] == expected
+    assert sha256(tmp_path / "snap" / "visual" / "model.onnx") == expected

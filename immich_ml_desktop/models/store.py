@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+from urllib.parse import quote
 
 import httpx
 from filelock import FileLock
@@ -306,7 +307,7 @@ class ModelStore:
             records = {}
             for f in todo:
                 final = staging / f.path
-                url = f"{self.endpoint}/{entry.repo_id}/resolve/{commit}/{f.path}"
+                url = f"{self.endpoint}/{entry.repo_id}/resolve/{commit}/{quote(f.path)}"
                 self._fetch(client, url, f, final, folder_name, state, total, progress)
                 records[f.path] = _file_record(final, f.sha256)
         self._install(pack, staging, records, entry, commit, new=managed is None and not pack.is_dir())
