@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -352,3 +353,80 @@ def test_index_then_push_real_faces_matches_every_face(face_fake: FakeImmich, cp
     named = {p["name"]: pid for pid, p in face_fake.people.items()}
     assert sorted(named) == ["Barack Obama", "Joe Biden"]
     assert len(face_fake.faces_of(named["Barack Obama"])) == 2 and len(face_fake.faces_of(named["Joe Biden"])) == 1
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+def cli(*argv: str) -> int:
+    from immich_ml_desktop.cli import main
+
+    return main(list(argv))
+
+
+def test_cli_check_reads_server_and_key_from_the_environment(fake: FakeImmich, monkeypatch, capsys):
+    monkeypatch.setenv("IMMICH_URL", fake.url + "/api")
+    monkeypatch.setenv("IMMICH_API_KEY", fake.admin_key)
+    assert cli("immich", "check") == 0
+    out = capsys.readouterr().out
+    assert f"Immich 3.1.0 at {fake.url}/api; key 'test key' (admin)" in out
+    assert "push people      ok" in out
+    limited = fake.add_key(["asset.read", "asset.view"], fake.add_user("Ann"))
+    assert cli("immich", "check", "--api-key", limited, "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["admin"] is None and "index assets" not in report["missing"]
+    assert "person.create" in report["missing"]["push people"]
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("wrong key", "error: Immich at .* rejected the API key"),
+    ("old server", r"error: Immich 1\.118\.2 .* too old"),
+    ("server down", "error: Cannot reach Immich at"),
+])
+def test_cli_errors_are_one_clear_line(fake: FakeImmich, capsys, fault: str, message: str):
+    key, url = fake.admin_key, fake.url
+    if fault == "wrong key":
+        key = "wrong"
+    elif fault == "old server":
+        fake.version = (1, 118, 2)
+    else:
+        fake.stop()
+    assert cli("immich", "check", "--server", url, "--api-key", key) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.match(message, err), err
+
+
+def test_cli_register_jobs_unregister(fake: FakeImmich, capsys, models_dir: Path):
+    from conftest import CLIP_PACK, FACE_PACK
+
+    fake.config["machineLearning"]["clip"]["modelName"] = CLIP_PACK
+    fake.config["machineLearning"]["facialRecognition"]["modelName"] = FACE_PACK
+    common = ["--server", fake.url, "--api-key", fake.admin_key]
+    assert cli("immich", "register", *common, "--ml-url", "http://10.0.0.5:3003", "--cache-dir", str(models_dir),
+               "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    assert "registered: Immich's ML URLs are now http://10.0.0.5:3003, http://immich-machine-learning:3003" in out
+    assert f"clip model {CLIP_PACK}: present" in out
+    assert cli("immich", "jobs", *common, "--start", "all", "--force") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"smartSearch +waiting +4", out) and re.search(r"faceDetection +waiting +4", out)
+    assert cli("immich", "unregister", *common, "--ml-url", "http://10.0.0.5:3003/", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["urls"] == ["http://immich-machine-learning:3003"]
+
+
+def test_cli_push_resume_and_undo_use_the_saved_plan(fake: FakeImmich, client: ImmichClient, capsys, tmp_path: Path):
+    scene = Scene(fake)
+    before = fake.snapshot()
+    library = tmp_path / "library.sqlite3"
+    plan = build_plan(client, scene.people)
+    plan.save(pushes_dir(library) / f"push-{plan.id}.json")
+    fake.inject(operation="mergePerson", status=500)  # the first write fails: nothing is applied yet
+    common = ["--server", fake.url, "--api-key", fake.admin_key, "--library", str(library)]
+    with pytest.raises(ImmichError):
+        PushRun(client, plan).apply()
+    assert cli("immich", "push", *common, "--resume") == 0
+    out = capsys.readouterr().out
+    assert f"push {plan.id} applied: 5/5 steps" in out
+    expected_after_push(scene, fake)
+    assert cli("immich", "push", *common, "--undo", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "reverted"
+    assert fake.snapshot() == before
