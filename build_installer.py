@@ -79,6 +79,12 @@ def arch_name(target: str) -> str:
     return {"x86_64": "x86_64", "amd64": "x86_64"}.get(machine, "arm64")
 
 
+def glibc_version() -> str:
+    """The build machine's glibc: the frozen binaries need at least this one (CI builds on an older distro)."""
+    name, version = platform_module.libc_ver()
+    return version if name == "glibc" and version else "2.31"
+
+
 def tree_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -256,7 +262,7 @@ class InstallerBuild:
         installed_kb = 0 if self.dry_run else tree_size(self.frozen_dir) // 1024
         control = (ROOT / "installer" / "linux" / "control").read_text(encoding="utf-8").format(
             package=package, version=self.version, arch=arch, installed_kb=installed_kb, relations=relations,
-            variant=self.variant.upper(),
+            variant=self.variant.upper(), glibc=glibc_version(),
         )  # fmt: skip
         if not self.dry_run and root.exists():
             shutil.rmtree(root)

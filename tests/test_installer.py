@@ -299,6 +299,10 @@ def test_frozen_app_opens_its_window_on_a_virtual_display(linux_build, tmp_path)
     assert colours is not None and len(colours) > 5  # something was drawn, not a blank screen
 
 
+# The main window in `xwininfo -tree`: its title, and the WM_CLASS the .desktop file's StartupWMClass names.
+WINDOW = re.compile(r'(0x[0-9a-f]+) "Immich ML Desktop[^"]*": \("immich-ml-desktop" "immich-ml-desktop"\)')
+
+
 def window_startup(binary: Path, env: dict[str, str], screenshot: Path, display: int = 97) -> float:
     """Starts the frozen app on a fresh Xvfb display; seconds until its window is mapped; saves a screenshot."""
     xvfb = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
@@ -310,7 +314,7 @@ def window_startup(binary: Path, env: dict[str, str], screenshot: Path, display:
         app = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         while True:
             tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
-            if re.search(r'"Immich ML Desktop[^"]*": \(', tree) and "Map State: IsViewable" in _window_state(tree, env):
+            if WINDOW.search(tree) and "Map State: IsViewable" in _window_state(tree, env):
                 seconds = time.perf_counter() - started
                 break
             assert app.poll() is None, app.stdout.read().decode(errors="replace")[-3000:]
@@ -328,5 +332,5 @@ def window_startup(binary: Path, env: dict[str, str], screenshot: Path, display:
 
 
 def _window_state(tree: str, env: dict[str, str]) -> str:
-    window_id = re.search(r'(0x[0-9a-f]+) "Immich ML Desktop[^"]*": \(', tree).group(1)
+    window_id = WINDOW.search(tree).group(1)
     return subprocess.run(["xwininfo", "-id", window_id], env=env, capture_output=True, text=True).stdout
