@@ -272,10 +272,10 @@ class FakeImmich:
 
     # -- HTTP ------------------------------------------------------------------------------------
 
-    def start(self) -> str:
+    def start(self, port: int = 0) -> str:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         port = sock.getsockname()[1]
         app = Starlette(routes=[Route("/{path:path}", self._endpoint, methods=["GET", "POST", "PUT", "DELETE"])])
         config = uvicorn.Config(app, log_level="critical", lifespan="off")
@@ -547,18 +547,34 @@ class FakeImmich:
 
 
 def main() -> None:
-    """Run by hand for the docs: `python tests/fake_immich.py PHOTO...` serves until Ctrl-C."""
+    """Run by hand (for the docs): `python tests/fake_immich.py PHOTO...` serves until Ctrl-C.
+
+    With `--face-pack NAME --models DIR`, faces are detected on each preview with that pack and stored
+    unassigned, as Immich's face detection job would have stored them.
+    """
     import argparse
 
+    shared = Path(__file__).resolve().parents[2] / "shared"
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--spec", type=Path, default=Path(__file__).resolve().parents[2] / "shared/immich/immich-openapi-specs.json")
+    parser.add_argument("--spec", type=Path, default=shared / "immich/immich-openapi-specs.json")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--models", type=Path, default=shared / "models")
+    parser.add_argument("--face-pack", help="detect faces with this pack of --models")
     parser.add_argument("photos", nargs="*", type=Path)
     args = parser.parse_args()
     fake = FakeImmich(args.spec)
     for photo in args.photos:
         fake.add_asset(photo)
-    url = fake.start()
-    print(f"fake Immich at {url} with {len(fake.assets)} assets; API key: {fake.admin_key}", flush=True)
+    if args.face_pack:
+        from immich_ml_desktop.models.engine import Engine
+
+        with Engine(args.models, "cpu") as engine:
+            for asset_id, data in fake.previews.items():
+                for face in engine.faces(args.face_pack, data):
+                    fake.add_face(asset_id, tuple(float(v) for v in face.box))
+    url = fake.start(args.port)
+    print(f"fake Immich at {url} with {len(fake.assets)} assets and {len(fake.faces)} faces; "
+          f"API key: {fake.admin_key}", flush=True)
     try:
         while True:
             time.sleep(3600)

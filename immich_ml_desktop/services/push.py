@@ -1,8 +1,9 @@
 """Push reviewed people to Immich: a `PushPlan` built from the local face groups, shown as a dry run, applied
 step by step with progress, and revertible from its undo log.
 
-The plan is a JSON file (next to the library, in `<library>.pushes/`) rewritten after every step, so an
-interrupted push can be resumed or reverted and no step is applied twice. Each local face is matched to
+The plan is a JSON file (next to the library, in `<library>.pushes/`) with an append-only journal beside
+it that records every step as it starts and ends, so an interrupted push can be resumed or reverted and
+no step is applied twice. Each local face is matched to
 the Immich face of the same asset by box overlap (both come from the same preview).
 """
 
@@ -122,22 +123,60 @@ class PushPlan:
 
     # -- persistence ----------------------------------------------------------------------------
 
-    def save(self, path: Path | None = None) -> Path:
-        self.path = Path(path) if path else self.path
-        if self.path is None:
-            raise InvalidInputError("The push plan has no file to be saved in.")
+    @property
+    def journal_path(self) -> Path | None:
+        return self.path.with_suffix(".journal") if self.path else None
+
+    def save(self, path: Path | str) -> Path:
+        """Write the plan (once) and start its journal; everything after goes through `record`."""
+        self.path = Path(path)
         data = {k: v for k, v in self.__dict__.items() if k != "path"}
         _atomic_write(self.path, json.dumps(data, indent=1))
+        self.journal_path.write_text("", encoding="utf-8")
         return self.path
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        if self.path is None:
+            raise InvalidInputError("Save the push plan before applying it, so that it can be undone.")
+        with open(self.journal_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def record(self, step: dict[str, Any], **changes: Any) -> None:
+        """Change a step (its status, what undo needs) and journal the change before going on."""
+        self._append({"step": step["n"], **changes})
+        step.update(changes)
+
+    def set_ref(self, key: str, person_id: str) -> None:
+        self._append({"ref": key, "id": person_id})
+        self.refs[key] = person_id
+
+    def set_state(self, state: str) -> None:
+        self._append({"state": state})
+        self.state = state
 
     @classmethod
     def load(cls, path: Path | str) -> "PushPlan":
+        """The plan with its journal replayed (a line cut short by a crash is ignored)."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
+            plan = cls(**json.loads(path.read_text(encoding="utf-8")), path=path)
+            lines = plan.journal_path.read_text(encoding="utf-8").splitlines() if plan.journal_path.exists() else []
+        except (OSError, ValueError, TypeError) as e:
             raise InvalidInputError(f"Cannot read the push plan {path}: {e}.") from None
-        return cls(**data, path=path)
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break
+            if "step" in entry:
+                plan.steps[entry.pop("step")].update(entry)
+            elif "ref" in entry:
+                plan.refs[entry["ref"]] = entry["id"]
+            elif "state" in entry:
+                plan.state = entry["state"]
+        return plan
 
     @classmethod
     def latest(cls, folder: Path) -> "PushPlan | None":
@@ -253,8 +292,8 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
             entry["reassign"] += 1
         summary.append(entry)
 
-    for step in steps:
-        step["status"] = "pending"
+    for number, step in enumerate(steps):
+        step.update(n=number, status="pending")
     return PushPlan(id=time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6], server=client.base_url,
                     created_at=time.time(), steps=steps, people_before=sorted(immich_people), summary=summary)
 
@@ -290,22 +329,18 @@ class PushRun:
         if self.plan.state in ("reverting", "reverted"):
             raise InvalidInputError("This push was reverted; build a new plan to push again.")
         self._check_key()
-        self.plan.state = "applying"
-        self.plan.save()
+        self.plan.set_state("applying")
         total = len(self.plan.steps)
         for number, step in enumerate(self.plan.steps, 1):
             if step["status"] in ("done", "skipped"):
                 continue
             resumed = step["status"] == "started"
-            step["status"] = "started"
-            self.plan.save()
+            if not resumed:
+                self.plan.record(step, status="started")
             getattr(self, "_do_" + step["kind"])(step, resumed)
-            if step["status"] == "started":
-                step["status"] = "done"
-            self.plan.save()
+            self.plan.record(step, status="done")
             self.progress(number, total, describe_step(step))
-        self.plan.state = "applied"
-        self.plan.save()
+        self.plan.set_state("applied")
         return self.plan
 
     def _do_create_person(self, step: dict[str, Any], resumed: bool) -> None:
@@ -313,10 +348,10 @@ class PushRun:
             before = set(self.plan.people_before) | set(self.plan.refs.values())
             for p in self.client.people(with_hidden=True):
                 if p["id"] not in before and p["name"] == step["name"]:
-                    self.plan.refs[step["ref"]] = p["id"]
+                    self.plan.set_ref(step["ref"], p["id"])
                     return
         person = self.client.create_person(step["name"], step["hidden"])
-        self.plan.refs[step["ref"]] = person["id"]
+        self.plan.set_ref(step["ref"], person["id"])
 
     def _do_update_person(self, step: dict[str, Any], resumed: bool) -> None:
         self._update(self._id(step["person"]), step["set"])
@@ -328,8 +363,7 @@ class PushRun:
 
     def _do_merge_people(self, step: dict[str, Any], resumed: bool) -> None:
         if step["source_faces"] is None:  # remember who was in the person, to split it again on undo
-            step["source_faces"] = self._faces_of(step["source"])
-            self.plan.save()
+            self.plan.record(step, source_faces=self._faces_of(step["source"]))
         if self.client.person(step["source"]) is None:
             return  # merged before the interruption
         result = self.client.merge_people(self._id(step["into"]), [step["source"]])
@@ -353,8 +387,7 @@ class PushRun:
         if self.plan.state == "planned":
             raise InvalidInputError("This push plan was never applied; there is nothing to undo.")
         self._check_key()
-        self.plan.state = "reverting"
-        self.plan.save()
+        self.plan.set_state("reverting")
         applied = [s for s in self.plan.steps if s["status"] in ("done", "started")]
         total = len(applied)
         faces_now: dict[str, dict[str, str | None]] = {}
@@ -364,7 +397,7 @@ class PushRun:
             if kind == "reassign_face":
                 current = self._current_owner(step, faces_now)
                 if current != self._id(step["to"]):
-                    step["status"] = "skipped"  # changed in Immich since the push (or never reached it)
+                    self.plan.record(step, status="skipped")  # changed in Immich since (or never reached it)
                 elif step["from"] is None:
                     to_unassign.append(step)
                     continue  # unassigned together below
@@ -382,15 +415,13 @@ class PushRun:
                 if person_id and self.client.person(person_id) is not None:
                     self.client.delete_person(person_id)  # its faces become unassigned, as they were
                 for s in to_unassign:
-                    s["status"] = "undone"
+                    self.plan.record(s, status="undone")
                 to_unassign = []
             if step["status"] != "skipped":
-                step["status"] = "undone"
-            self.plan.save()
+                self.plan.record(step, status="undone")
             self.progress(number, total, "undo " + describe_step(step))
         self._unassign(to_unassign)
-        self.plan.state = "reverted"
-        self.plan.save()
+        self.plan.set_state("reverted")
         return self.plan
 
     def _current_owner(self, step: dict[str, Any], cache: dict[str, dict[str, str | None]]) -> str | None:
@@ -409,8 +440,7 @@ class PushRun:
         key = "restored:" + step["source"]
         if key not in self.plan.refs:
             person = self.client.create_person(step["source_name"], step["source_hidden"])
-            self.plan.refs[key] = person["id"]
-            self.plan.save()
+            self.plan.set_ref(key, person["id"])
         for face in step["source_faces"] or ():
             self.client.reassign_face(face["face"], self.plan.refs[key])
 
@@ -423,8 +453,7 @@ class PushRun:
             self.client.reassign_face(step["face"], holder["id"])
         self.client.delete_person(holder["id"])
         for step in steps:
-            step["status"] = "undone"
-        self.plan.save()
+            self.plan.record(step, status="undone")
 
 
 def describe_step(step: dict[str, Any]) -> str:
