@@ -244,7 +244,8 @@ class IndexJob:
                 if batch:
                     self._process(batch, clip)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # On cancel, do not wait for a big file still decoding: its result is dropped anyway.
+            pool.shutdown(wait=not self.cancelled, cancel_futures=True)
 
     def _result(self, future: Future[_Prepared]) -> _Prepared | None:
         while not self.cancelled:
