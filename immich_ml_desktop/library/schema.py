@@ -51,6 +51,46 @@ MIGRATIONS: list[str] = [
     CREATE INDEX faces_by_asset ON faces (asset_id, model);
     CREATE INDEX faces_by_model ON faces (model);
     """,
+    # 2: people review (library/people.py): face groups, the user's decisions, the undo/redo log.
+    """
+    CREATE TABLE face_groups (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: undo history and the GUI hold ids
+        model      TEXT NOT NULL,
+        name       TEXT,
+        hidden     INTEGER NOT NULL DEFAULT 0,
+        confirmed  INTEGER NOT NULL DEFAULT 0,   -- the user acted on it: re-clustering keeps it and its faces
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX face_groups_by_model ON face_groups (model);
+    CREATE TABLE face_assignments (
+        face_id  INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+        group_id INTEGER NOT NULL REFERENCES face_groups(id) ON DELETE CASCADE,
+        pinned   INTEGER NOT NULL DEFAULT 0      -- put there by the user
+    );
+    CREATE INDEX face_assignments_by_group ON face_assignments (group_id);
+    CREATE TABLE face_rejections (                -- "not this person": never join this face to this group
+        face_id  INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+        group_id INTEGER NOT NULL REFERENCES face_groups(id) ON DELETE CASCADE,
+        PRIMARY KEY (face_id, group_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE not_faces (                      -- "not a face": left out of every grouping
+        face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE
+    );
+    CREATE TABLE dismissed_suggestions (
+        group_a INTEGER NOT NULL REFERENCES face_groups(id) ON DELETE CASCADE,
+        group_b INTEGER NOT NULL REFERENCES face_groups(id) ON DELETE CASCADE,
+        PRIMARY KEY (group_a, group_b)
+    ) WITHOUT ROWID;
+    CREATE TABLE review_log (
+        id         INTEGER PRIMARY KEY,
+        model      TEXT NOT NULL,
+        action     TEXT NOT NULL,                -- what the Undo/Redo menu says
+        before     TEXT NOT NULL,                -- JSON snapshot of the rows the action changed
+        after      TEXT NOT NULL,
+        undone     INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
