@@ -119,3 +119,14 @@ def test_export_errors_are_clear(tmp_path: Path) -> None:
         export_clip("ViT-Nope-99", "openai", tmp_path)
     with pytest.raises(ExportError, match="--random-init"):
         export_clip("ViT-B-32", None, tmp_path)
+
+
+@needs_export
+def test_export_of_a_model_with_a_hub_tokenizer_fails_clearly_offline(tmp_path: Path) -> None:
+    """SigLIP's tokenizer lives on Hugging Face; offline (as conftest sets) the export stops at once."""
+    from immich_ml_desktop.models.export import ExportError, export_clip
+
+    with pytest.raises(ExportError, match="Hugging Face tokenizer"):
+        export_clip("ViT-B-16-SigLIP", None, tmp_path, random_init=True)
+    assert not (tmp_path / "clip" / "ViT-B-16-SigLIP__random-init").exists()
+    assert list((tmp_path / "clip").iterdir()) == []  # no staging folder left behind

@@ -64,7 +64,7 @@ def _require_torch() -> tuple[Any, Any]:
     return torch, open_clip
 
 
-def clip_bpe_tokenizer(bpe_path: Path | None = None, context_length: int = 77) -> Any:
+def clip_bpe_tokenizer(bpe_path: Path | None = None) -> Any:
     """OpenAI CLIP's BPE tokenizer as a `tokenizers.Tokenizer` (what `tokenizer.json` holds), built
     from open_clip's own vocabulary file so no download is needed."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
@@ -134,20 +134,24 @@ def _write_tokenizer(text_dir: Path, model_cfg: dict[str, Any]) -> None:
     context_length = int(text_cfg.get("context_length", 77))
     hf_name = text_cfg.get("hf_tokenizer_name")
     if hf_name:
+        # Take the tokenizer files as published, the way Immich's exporter saves AutoTokenizer's.
         try:
-            from tokenizers import Tokenizer
+            from huggingface_hub import hf_hub_download
 
-            tokenizer = Tokenizer.from_pretrained(hf_name)
+            shutil.copyfile(hf_hub_download(hf_name, "tokenizer.json"), text_dir / "tokenizer.json")
+            tokenizer_cfg = json.loads(Path(hf_hub_download(hf_name, "tokenizer_config.json")).read_text(encoding="utf-8"))
+            try:
+                specials = json.loads(Path(hf_hub_download(hf_name, "special_tokens_map.json")).read_text(encoding="utf-8"))
+            except Exception:  # noqa: BLE001 - optional file
+                specials = {k: v for k, v in tokenizer_cfg.items() if k.endswith("_token")}
         except Exception as e:  # noqa: BLE001 - any hub/network failure means the same to the user
             raise ExportError(
                 f"This architecture uses the Hugging Face tokenizer {hf_name!r}, which could not be fetched ({e}). "
                 "Export it on a machine with access to Hugging Face."
             ) from None
-        tokenizer.save(str(text_dir / "tokenizer.json"))
-        specials = {"pad_token": tokenizer.id_to_token(0) or "<pad>"}
-        tokenizer_cfg = {**specials, "model_max_length": context_length, "tokenizer_class": "PreTrainedTokenizerFast"}
+        tokenizer_cfg.setdefault("model_max_length", context_length)
     else:
-        clip_bpe_tokenizer(context_length=context_length).save(str(text_dir / "tokenizer.json"))
+        clip_bpe_tokenizer().save(str(text_dir / "tokenizer.json"))
         specials = {"bos_token": SOT, "eos_token": EOT, "pad_token": EOT, "unk_token": EOT}
         tokenizer_cfg = {**specials, "model_max_length": context_length, "tokenizer_class": "CLIPTokenizer"}
     _write_json(text_dir / "tokenizer_config.json", tokenizer_cfg)
@@ -201,14 +205,6 @@ def export_clip(
         raise ExportError(f"{target} already exists; pass --replace to overwrite it.")
 
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    torch.backends.mha.set_fastpath_enabled(False)
-    say(f"creating {arch} ({'random weights' if random_init else pretrained})")
-    model = open_clip.create_model(arch, pretrained=None if random_init else pretrained, jit=False)
-    model.eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".export-{name}-", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp's 0700 would hide the pack from other users of a shared cache
@@ -217,8 +213,19 @@ def export_clip(
         visual_dir.mkdir()
         text_dir.mkdir()
         _write_json(staging / "config.json", model_cfg)
+        _write_tokenizer(text_dir, model_cfg)  # first: it may need the network and fail fast
+
+        torch.manual_seed(seed)
+        torch.backends.mha.set_fastpath_enabled(False)
+        say(f"creating {arch} ({'random weights' if random_init else pretrained})")
+        try:
+            model = open_clip.create_model(arch, pretrained=None if random_init else pretrained, jit=False)
+        except Exception as e:  # noqa: BLE001 - unknown tags, failed weight downloads, missing HF configs
+            raise ExportError(f"open_clip could not create {arch} ({pretrained or 'random weights'}): {e}") from None
+        model.eval()
+        for param in model.parameters():
+            param.requires_grad_(False)
         _write_json(visual_dir / "preprocess_cfg.json", open_clip.get_model_preprocess_cfg(model))
-        _write_tokenizer(text_dir, model_cfg)
 
         image_size = model_cfg["vision_cfg"]["image_size"]
         size = image_size if isinstance(image_size, int) else image_size[0]
