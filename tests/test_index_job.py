@@ -105,9 +105,19 @@ def test_indexes_every_format_records_failures_and_rescans_only_changes(cpu_engi
     assert library.stats()["assets"] == len(SUBSET) + 2
 
 
+def test_whole_shared_photo_tree_decodes_and_gets_clip_vectors(cpu_engine, library) -> None:
+    """Every image of ../shared/photos indexed, HEIC and AVIF included (CLIP only: faces take minutes here)."""
+    summary = IndexJob(library, cpu_engine, FolderSource([PHOTOS]), clip_model=CLIP_PACK, face_model=None).run()
+    files = list(scan_folder(PHOTOS))
+    assert summary.total == len(files) > 150 and summary.indexed + summary.failed == len(files)
+    assert summary.indexed == len(files)  # every photo in the shared tree is decodable
+    assert library.stats()["clip"] == len(files) and all(a.width and a.height for a in library.assets())
+    assert all(min(a.width, a.height) <= 1440 for a in library.assets())  # type: ignore[type-var]
+
+
 @pytest.mark.slow
 def test_indexes_the_whole_shared_photo_tree(cpu_engine, library) -> None:
-    """Every decodable image of ../shared/photos indexed, HEIC and AVIF included (a few minutes)."""
+    """Every decodable image of ../shared/photos indexed with CLIP and faces (a few minutes)."""
     summary = IndexJob(library, cpu_engine, FolderSource([PHOTOS]), clip_model=CLIP_PACK, face_model=FACE_PACK).run()
     files = list(scan_folder(PHOTOS))
     assert summary.total == len(files) and summary.indexed + summary.failed == len(files)
