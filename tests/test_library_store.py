@@ -273,3 +273,13 @@ def test_bad_images_raise_decode_errors_with_reasons(tmp_path: Path) -> None:
                          ("missing.jpg", "deleted or moved")]:
         with pytest.raises(ImageDecodeError, match=reason):
             load_preview(tmp_path / name)
+
+
+def test_photos_with_another_colour_profile_are_converted_to_srgb(tmp_path: Path) -> None:
+    p3 = Image.open(photo("immich_test_assets/formats/heic/IMG_2682.heic")).info["icc_profile"]  # Display P3
+    Image.new("RGB", (64, 48), (40, 160, 90)).save(tmp_path / "p3.jpg", quality=100, icc_profile=p3)
+    Image.new("RGB", (64, 48), (40, 160, 90)).save(tmp_path / "plain.jpg", quality=100)
+    converted = np.asarray(load_preview(tmp_path / "p3.jpg"), np.int16)[24, 32]
+    plain = np.asarray(load_preview(tmp_path / "plain.jpg"), np.int16)[24, 32]
+    assert np.abs(plain - (40, 160, 90)).max() <= 2  # no profile: pixels as they are
+    assert np.abs(converted - plain).max() >= 5  # P3 green is more saturated than sRGB's: values move
