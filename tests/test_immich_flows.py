@@ -138,6 +138,18 @@ def test_push_applies_with_progress_and_undo_restores(fake: FakeImmich, client: 
         PushRun(client, PushPlan.load(plan.path)).apply()
 
 
+def test_the_undo_log_survives_a_line_cut_short_by_a_crash(fake: FakeImmich, client: ImmichClient, tmp_path: Path):
+    scene = Scene(fake)
+    plan = saved_plan(client, scene, tmp_path)
+    PushRun(client, plan).apply()
+    with open(plan.journal_path, "a", encoding="utf-8") as f:
+        f.write('{"step": 0, "stat')  # the machine died mid-write
+    reloaded = PushPlan.load(plan.path)
+    assert reloaded.state == "applied" and reloaded.refs == plan.refs
+    assert [s["status"] for s in reloaded.steps] == ["done"] * 5
+    assert json.loads(plan.path.read_text())["state"] == "planned"  # the plan itself is written once
+
+
 def test_a_500_in_the_middle_of_a_push_then_resume_finishes_without_doing_anything_twice(
         fake: FakeImmich, client: ImmichClient, tmp_path: Path):
     scene = Scene(fake)
@@ -326,33 +338,48 @@ def test_server_going_down_while_indexing_stops_cleanly_and_a_rerun_finishes(
         assert store.stats()["indexed"] == 4
 
 
-def test_index_then_push_real_faces_matches_every_face(face_fake: FakeImmich, cpu_engine, tmp_path: Path):
+def test_index_review_then_push_real_faces_from_the_command_line(face_fake: FakeImmich, cpu_engine, tmp_path: Path,
+                                                                    models_dir: Path, capsys):
     """Immich's faces come from the same detector on the same preview (as when our server is its ML
-    service), so each locally found face must find its Immich face."""
-    from conftest import FACE_PACK
+    service), so every face the user reviewed locally finds its Immich face."""
+    from conftest import CLIP_PACK, FACE_PACK
+    from immich_ml_desktop.library.people import People
     from immich_ml_desktop.library.store import LibraryStore
 
     for asset_id, data in face_fake.previews.items():
         for face in cpu_engine.faces(FACE_PACK, data):
             face_fake.add_face(asset_id, tuple(float(v) for v in face.box))
-    with ImmichClient(face_fake.url, face_fake.admin_key, backoff=0.01) as client, \
-            LibraryStore(tmp_path / "library.sqlite3") as store:
-        index_job(store, cpu_engine, client).run()
-        groups: dict[str, ReviewedPerson] = {}
-        for asset in store.assets("immich"):
-            who = face_fake.identity[asset.key]
-            faces = store.faces(asset_id=asset.id)
-            if who and faces:
-                largest = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-                groups.setdefault(who, ReviewedPerson(who, [])).faces.append(
-                    LocalFace(asset.key, largest.box, (asset.width, asset.height)))
-        plan = build_plan(client, groups.values())
-        plan.save(tmp_path / "push.json")
-        assert all(p["unmatched"] == 0 for p in plan.summary)
-        PushRun(client, plan).apply()
-    named = {p["name"]: pid for pid, p in face_fake.people.items()}
-    assert sorted(named) == ["Barack Obama", "Joe Biden"]
-    assert len(face_fake.faces_of(named["Barack Obama"])) == 2 and len(face_fake.faces_of(named["Joe Biden"])) == 1
+    library = tmp_path / "library.sqlite3"
+    common = ["--server", face_fake.url, "--api-key", face_fake.admin_key, "--library", str(library)]
+    assert cli("immich", "index", *common, "--cache-dir", str(models_dir), "--device", "cpu",
+               "--clip-model", CLIP_PACK, "--face-model", FACE_PACK) == 0
+    assert "4 indexed, 0 failed" in capsys.readouterr().out
+    assert cli("immich", "push", *common, "--dry-run") == 2  # nothing reviewed yet
+    assert "No reviewed face groups" in capsys.readouterr().err
+
+    with LibraryStore(library) as store:  # the review the user does on the People page
+        people = People(store, FACE_PACK)
+        for who in ("Barack Obama", "Joe Biden"):
+            largest = []
+            for asset in store.assets("immich"):
+                faces = store.faces(asset_id=asset.id) if face_fake.identity[asset.key] == who else []
+                if faces:
+                    largest.append(max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).id)
+            group = people.move_faces(largest)
+            people.rename(group, who)
+            if who == "Joe Biden":
+                people.set_hidden(group, True)
+
+    assert cli("immich", "push", *common, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "Barack Obama: create; 2 faces to assign" in out and "Joe Biden: create; 1 faces to assign" in out
+    assert "not found" not in out and face_fake.people == {}
+    assert cli("immich", "push", *common) == 0
+    assert "applied: 5/5 steps" in capsys.readouterr().out
+    named = {p["name"]: p for p in face_fake.people.values()}
+    assert sorted(named) == ["Barack Obama", "Joe Biden"] and named["Joe Biden"]["isHidden"]
+    assert len(face_fake.faces_of(named["Barack Obama"]["id"])) == 2
+    assert len(face_fake.faces_of(named["Joe Biden"]["id"])) == 1
 
 
 # -- the command line ---------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ def register(sub: Any) -> None:
     mode.add_argument("--resume", action="store_true", help="finish the last push that was interrupted")
     mode.add_argument("--undo", action="store_true", help="revert the last push (or the one given by --plan)")
     push.add_argument("--plan", type=Path, help="a saved plan file (with --resume or --undo)")
+    push.add_argument("--all-groups", action="store_true",
+                      help="push every face group, not only those reviewed (named, hidden, merged, edited)")
     push.set_defaults(func=run_push)
 
     reg = actions.add_parser("register", help="put our ML server's URL first in Immich's ML URLs (admin key)")
@@ -158,7 +160,8 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from immich_ml_desktop.services.push import PushPlan, PushRun, build_plan, pushes_dir
+    from immich_ml_desktop.library.people import People
+    from immich_ml_desktop.services.push import PushPlan, PushRun, build_plan, pushes_dir, reviewed_people
 
     settings = library_settings_from_args(args)
     folder = pushes_dir(settings.library_path)
@@ -171,7 +174,12 @@ def run_push(args: argparse.Namespace) -> int:
             plan = run.apply() if args.resume else run.revert()
         else:
             with open_library(settings) as store:
-                people = reviewed_people(store, settings.face_model)
+                people = reviewed_people(People(store, args.face_model), include_unreviewed=args.all_groups)
+            if not people:
+                raise InvalidInputError(
+                    "No reviewed face groups with faces on this server's assets: index with `immich index`, "
+                    "then name, merge or hide groups on the People page (or pass --all-groups)."
+                )
             plan = build_plan(client, people)
             if not args.dry_run:
                 plan.save(folder / f"push-{plan.id}.json")
@@ -185,24 +193,9 @@ def run_push(args: argparse.Namespace) -> int:
         print("dry run: nothing was written to Immich")
     else:
         done, total = plan.progress()
-        print(f"push {plan.id} {plan.state}: {done}/{total} steps; plan and undo log in {plan.path}")
+        verb = "undone" if plan.state in ("reverting", "reverted") else "applied"
+        print(f"push {plan.id} {plan.state}: {done}/{total} steps {verb}; plan and undo log in {plan.path}")
     return 0
-
-
-def reviewed_people(store: Any, face_model: str) -> list[Any]:
-    """The library's reviewed face groups as `ReviewedPerson`s (faces on Immich assets only)."""
-    from immich_ml_desktop.services.push import LocalFace, ReviewedPerson
-    from immich_ml_desktop.library.people import reviewed_groups
-
-    people = []
-    for group in reviewed_groups(store, face_model):
-        faces = []
-        for face in group.faces:
-            asset = store.asset(face.asset_id)
-            if asset is not None and asset.source == "immich":
-                faces.append(LocalFace(asset.key, face.box, (asset.width, asset.height)))
-        people.append(ReviewedPerson(group.name, faces, hidden=group.hidden, label=group.label))
-    return people
 
 
 def _step_printer(args: argparse.Namespace):

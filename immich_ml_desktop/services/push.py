@@ -51,6 +51,25 @@ class ReviewedPerson:
     label: str = ""  # how the app shows the group (for the plan's text)
 
 
+def reviewed_people(people: Any, include_unreviewed: bool = False) -> list[ReviewedPerson]:
+    """The face groups of a `library.people.People` the user reviewed (named, hidden, merged, moved into:
+    `confirmed`), or every group with `include_unreviewed`; only faces on Immich assets count."""
+    found = []
+    for group in people.groups("all") + people.groups("hidden"):
+        if not (group.confirmed or include_unreviewed):
+            continue
+        faces = []
+        for face in people.group(group.id).faces:
+            if face.source != "immich":
+                continue
+            asset = people.store.asset(face.asset_id)
+            size = (asset.width, asset.height) if asset is not None and asset.width else None
+            faces.append(LocalFace(face.asset_key, tuple(face.box), size))
+        if faces:
+            found.append(ReviewedPerson(group.name or "", faces, hidden=group.hidden, label=f"group {group.id}"))
+    return found
+
+
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -208,8 +227,9 @@ class PushPlan:
         return lines
 
     def progress(self) -> tuple[int, int]:
-        done = sum(1 for s in self.steps if s["status"] in ("done", "skipped"))
-        return done, len(self.steps)
+        """(steps finished, steps): applied ones, or undone ones once reverting."""
+        finished = ("undone", "skipped") if self.state in ("reverting", "reverted") else ("done", "skipped")
+        return sum(1 for s in self.steps if s["status"] in finished), len(self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "server": self.server, "state": self.state, "counts": self.counts(),
@@ -266,6 +286,7 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
             continue  # nothing of this group is in Immich: do not create an empty person
         if create:
             steps.append({"kind": "create_person", "ref": ref, "name": person.name, "hidden": person.hidden})
+            entry["hide"] = person.hidden
         else:
             current = immich_people.get(target, {})
             changes, old = {}, {}
@@ -280,7 +301,8 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
         merged = [pid for pid, n in owners.items() if pid != target and n >= merge_min_faces]
         for pid in merged:
             source = immich_people.get(pid, {})
-            steps.append({"kind": "merge_people", "into": ref, "source": pid, "source_name": source.get("name", ""),
+            steps.append({"kind": "merge_people", "into": ref, "name": person.name, "source": pid,
+                          "source_name": source.get("name", ""),
                           "source_hidden": bool(source.get("isHidden")), "source_faces": None})
             entry["merge"].append(source.get("name", ""))
             claimed.add(pid)
@@ -288,7 +310,8 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
             owner = face["person"]["id"] if face["person"] else None
             if owner is not None and (owner == target or owner in merged):
                 continue
-            steps.append({"kind": "reassign_face", "face": face["id"], "asset": face["assetId"], "to": ref, "from": owner})
+            steps.append({"kind": "reassign_face", "face": face["id"], "asset": face["assetId"], "to": ref,
+                          "name": person.name, "from": owner})
             entry["reassign"] += 1
         summary.append(entry)
 
@@ -394,13 +417,14 @@ class PushRun:
         to_unassign: list[dict[str, Any]] = []
         for number, step in enumerate(reversed(applied), 1):
             kind = step["kind"]
+            deferred = False
             if kind == "reassign_face":
                 current = self._current_owner(step, faces_now)
                 if current != self._id(step["to"]):
                     self.plan.record(step, status="skipped")  # changed in Immich since (or never reached it)
                 elif step["from"] is None:
-                    to_unassign.append(step)
-                    continue  # unassigned together below
+                    to_unassign.append(step)  # unassigned together, with their person's deletion or below
+                    deferred = True
                 else:
                     self.client.reassign_face(step["face"], self._restored(step["from"]))
             elif kind == "merge_people":
@@ -417,7 +441,7 @@ class PushRun:
                 for s in to_unassign:
                     self.plan.record(s, status="undone")
                 to_unassign = []
-            if step["status"] != "skipped":
+            if step["status"] != "skipped" and not deferred:
                 self.plan.record(step, status="undone")
             self.progress(number, total, "undo " + describe_step(step))
         self._unassign(to_unassign)
@@ -461,7 +485,7 @@ def describe_step(step: dict[str, Any]) -> str:
     if kind == "create_person":
         return f"create person '{step['name']}'" + (" (hidden)" if step["hidden"] else "")
     if kind == "update_person":
-        return f"update person {step['person']}: " + ", ".join(f"{k}={v!r}" for k, v in step["set"].items())
+        return f"update person {step['person']}: " + ", ".join(f"{k} {v!r}" for k, v in step["set"].items())
     if kind == "merge_people":
-        return f"merge '{step['source_name'] or step['source']}' into {step['into']}"
-    return f"assign face {step['face']} to {step['to']}"
+        return f"merge '{step['source_name'] or step['source']}' into '{step['name']}'"
+    return f"assign face {step['face']} to '{step['name']}'"
