@@ -441,3 +441,16 @@ def test_the_test_hub_speaks_the_hub_protocol_huggingface_hub_expects(tmp_path: 
     expected = sha256(models_dir / "clip" / CLIP_PACK / "visual/model.onnx")
     assert out.stdout.split()[-1] == expected
     assert sha256(tmp_path / "snap" / "visual" / "model.onnx") == expected
+
+
+def test_a_touched_but_intact_file_is_hashed_once_and_not_refetched(tmp_path: Path, online: LocalHub) -> None:
+    store = ModelStore(tmp_path)
+    pack = store.download(FACE_NAME)
+    target = pack / "recognition" / "model.onnx"
+    os.utime(target, ns=(time.time_ns(), time.time_ns() + 10**9))
+    online.reset_log()
+    assert store.download(FACE_NAME) == pack
+    assert online.requests == []
+    manifest = json.loads((pack / MANIFEST).read_text())
+    assert manifest["files"]["recognition/model.onnx"]["mtime_ns"] == target.stat().st_mtime_ns
+    assert manifest["revision"]

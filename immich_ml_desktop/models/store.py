@@ -222,6 +222,7 @@ class ModelStore:
         bad = [rel for rel in REQUIRED_FILES[task] if not (pack / rel).is_file() or (pack / rel).stat().st_size == 0]
         manifest = read_manifest(pack)
         if manifest:
+            touched = False
             for rel, rec in manifest["files"].items():
                 if rel in bad:
                     continue
@@ -233,8 +234,18 @@ class ModelStore:
                     continue
                 if st.st_size != rec.get("size"):
                     bad.append(rel)
-                elif st.st_mtime_ns != rec.get("mtime_ns") and file_sha256(path) != rec.get("sha256"):
-                    bad.append(rel)
+                elif st.st_mtime_ns != rec.get("mtime_ns"):
+                    if file_sha256(path) != rec.get("sha256"):
+                        bad.append(rel)
+                    else:
+                        rec["mtime_ns"] = st.st_mtime_ns  # same content, new time: hash it once only
+                        touched = True
+            if touched and not bad:
+                extra = {k: v for k, v in manifest.items() if k not in ("source", "files", "written_at")}
+                try:
+                    write_manifest(pack, manifest.get("source", ""), manifest["files"], **extra)
+                except OSError:
+                    pass  # a read-only cache: the hash is simply checked again next time
         return bad
 
     def packs(self) -> list[tuple[ModelTask, Path]]:
