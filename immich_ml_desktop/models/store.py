@@ -6,6 +6,9 @@ A pack is `<cache>/<task>/<name>/` in Immich's layout. Files are downloaded into
 sha256) and moved into place only when verified; a manifest written last records what was fetched, so
 a pack is never taken for whole while half-written. When a pack is complete, nothing touches the
 network. Packs the store did not write (another Immich cache, a read-only folder) are never modified.
+
+The hub's HTTP API is used directly (httpx) rather than through huggingface_hub: that library reads
+HF_ENDPOINT and HF_HUB_OFFLINE once, at import, and has no byte-level progress callback for a GUI.
 """
 
 from __future__ import annotations
