@@ -283,3 +283,23 @@ def test_photos_with_another_colour_profile_are_converted_to_srgb(tmp_path: Path
     plain = np.asarray(load_preview(tmp_path / "plain.jpg"), np.int16)[24, 32]
     assert np.abs(plain - (40, 160, 90)).max() <= 2  # no profile: pixels as they are
     assert np.abs(converted - plain).max() >= 5  # P3 green is more saturated than sRGB's: values move
+
+
+def test_results_for_an_asset_deleted_meanwhile_are_dropped(store: LibraryStore) -> None:
+    a, _ = store.upsert_asset("folder", "/p/a.jpg")
+    b, _ = store.upsert_asset("folder", "/p/b.jpg")
+    store.delete_assets([a])
+    store.record_results([AssetResult(a, 1, 1, _vec(1), [_face(1)]), AssetResult(b, 1, 1, _vec(2), [])],
+                         clip_model=CLIP, face_model=FACES)
+    store.record_failure(a, "gone", clip_model=CLIP, face_model=FACES)
+    assert store.stats() == {"assets": 1, "indexed": 1, "failed": 0, "pending": 0, "faces": 0, "clip": 1}
+
+
+def test_connections_of_finished_threads_are_closed(store: LibraryStore) -> None:
+    for _ in range(5):
+        t = threading.Thread(target=lambda: store.stats())
+        t.start()
+        t.join()
+    store.stats()
+    assert len(store._connections) <= 2  # this thread's and at most the last finished thread's
+

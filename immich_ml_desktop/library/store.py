@@ -132,7 +132,7 @@ class LibraryStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._connections_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._closed = False
@@ -144,6 +144,9 @@ class LibraryStore:
             raise LibraryError(f"Cannot create the folder for the library {self.path}: {e}.") from None
         try:
             self._migrate(self.connection())
+        except sqlite3.OperationalError as e:  # locked, read-only, disk full, ...
+            self.close()
+            raise LibraryError(f"Cannot use the library {self.path}: {e}.") from None
         except sqlite3.DatabaseError as e:
             self.close()
             raise LibraryError(
@@ -168,7 +171,14 @@ class LibraryStore:
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable against app crashes, fast
             self._local.conn = conn
             with self._connections_lock:
-                self._connections.append(conn)
+                # Pool threads come and go (QThreadPool expires idle ones): close what dead threads left.
+                alive = []
+                for thread, other in self._connections:
+                    if thread.is_alive():
+                        alive.append((thread, other))
+                    else:
+                        other.close()
+                self._connections = [*alive, (threading.current_thread(), conn)]
         return conn
 
     @contextmanager
@@ -188,7 +198,7 @@ class LibraryStore:
         self._closed = True
         with self._connections_lock:
             conns, self._connections = self._connections, []
-        for conn in conns:
+        for _, conn in conns:
             try:
                 conn.close()
             except sqlite3.Error:  # pragma: no cover - closing a connection another thread is using
@@ -378,7 +388,9 @@ class LibraryStore:
         now = time.time()
         with self.write() as conn:
             for r in results:
-                conn.execute("UPDATE assets SET width = ?, height = ? WHERE id = ?", (r.width, r.height, r.asset_id))
+                cur = conn.execute("UPDATE assets SET width = ?, height = ? WHERE id = ?", (r.width, r.height, r.asset_id))
+                if cur.rowcount == 0:
+                    continue  # deleted while it was being indexed
                 if r.clip is not None:
                     if not clip_model:
                         raise ValueError("a CLIP vector needs the clip_model it came from")
@@ -406,6 +418,8 @@ class LibraryStore:
         """Mark the asset failed for every requested model, with the reason; drops partial results."""
         now = time.time()
         with self.write() as conn:
+            if conn.execute("SELECT 1 FROM assets WHERE id = ?", (asset_id,)).fetchone() is None:
+                return  # deleted while it was being indexed
             if clip_model:
                 conn.execute("DELETE FROM clip_vectors WHERE asset_id = ? AND model = ?", (asset_id, clip_model))
                 self._status(conn, asset_id, "clip", clip_model, "failed", reason, now)
