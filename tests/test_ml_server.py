@@ -54,25 +54,30 @@ def multipart_body(entries: dict, image: bytes) -> tuple[bytes, str]:
     return request.read(), request.headers["content-type"]
 
 
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole HTTP answer (head and Content-Length body), or what came before the peer closed."""
+    answer = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        answer += chunk
+        head_end = answer.find(b"\r\n\r\n")
+        if head_end >= 0:
+            length = re.search(rb"content-length: (\d+)", answer[:head_end], re.I)
+            if length and len(answer) >= head_end + 4 + int(length.group(1)):
+                break
+    return answer
+
+
 def raw_exchange(port: int, head: bytes, body: bytes = b"", timeout: float = 10.0) -> bytes:
     """Send bytes as they are (what httpx would refuse to send) and read the whole answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(head + body)
-        answer = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            answer += chunk
-            head_end = answer.find(b"\r\n\r\n")
-            if head_end >= 0:
-                length = re.search(rb"content-length: (\d+)", answer[:head_end], re.I)
-                if length and len(answer) >= head_end + 4 + int(length.group(1)):
-                    break
-    return answer
+        return read_answer(sock)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +116,7 @@ def test_answers_do_not_wait_for_delayed_acks(server: MlServer) -> None:
             while not answer.endswith(b"pong"):
                 answer += sock.recv(4096)
             times.append(time.perf_counter() - start)
-    assert sorted(times)[4] < 0.025
+    assert min(times[1:]) < 0.03  # with delayed ACKs every answer after the first takes >= 40 ms
 
 
 def test_clip_visual_matches_engine(client: httpx.Client, cpu_engine: Engine, jpeg: bytes) -> None:
@@ -270,17 +275,17 @@ def test_streamed_body_over_the_limit_is_413(cpu_engine: Engine, jpeg: bytes) ->
 
 
 def test_slow_upload_does_not_stall_others(cpu_engine: Engine, jpeg: bytes) -> None:
-    with MlServer(cpu_engine, "127.0.0.1", 0, body_timeout=1.0) as srv:
-        slow = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    with MlServer(cpu_engine, "127.0.0.1", 0, body_timeout=3.0) as srv:
+        slow = socket.create_connection(("127.0.0.1", srv.port), timeout=15)
         try:
             slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000\r\n\r\n--b\r\n")
+            started = time.monotonic()
             with httpx.Client(base_url=srv.url, timeout=10) as c:
-                start = time.perf_counter()
-                r = predict(c, CLIP_VISUAL, image=jpeg)
-                assert r.status_code == 200
-                assert time.perf_counter() - start < 0.9, "a slow upload held up another request"
-            answer = slow.recv(4096)
+                assert predict(c, CLIP_VISUAL, image=jpeg).status_code == 200
+            assert time.monotonic() - started < 3.0, "answered only after the stalled upload was dropped"
+            answer = read_answer(slow)
             assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b"No part of the request body arrived" in answer
         finally:
             slow.close()
 
