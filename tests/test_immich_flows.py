@@ -114,7 +114,7 @@ def test_dry_run_shows_the_plan_and_writes_nothing(fake: FakeImmich, client: Imm
     assert "Joe: use existing 'Joe'; 0 faces to assign, merge 1 Immich people (unnamed)" in text
     assert "(unnamed): use existing ''; 0 faces to assign, hide" in text
     assert plan.counts() == {"create_person": 1, "reassign_face": 2, "merge_people": 1, "update_person": 1}
-    assert all(op in ("getAllPeople", "getFaces") for op, _, _ in fake.log)
+    assert {op for op, _, _ in fake.log} == {"getAllPeople", "getFaces", "searchAssets"}  # reads only
     assert fake.snapshot() == before
 
 
@@ -136,6 +136,19 @@ def test_push_applies_with_progress_and_undo_restores(fake: FakeImmich, client: 
     assert PushPlan.load(plan.path).state == "reverted"
     with pytest.raises(InvalidInputError, match="reverted"):
         PushRun(client, PushPlan.load(plan.path)).apply()
+
+
+def test_a_person_immich_mixed_up_is_not_merged_wholesale(fake: FakeImmich, client: ImmichClient, tmp_path: Path):
+    a, b, c, d = list(fake.assets)
+    ann, mixed = fake.add_person("Ann"), fake.add_person("")
+    box, other = (100, 100, 200, 220), (300, 100, 400, 220)
+    mine = [fake.add_face(a, box, ann), fake.add_face(b, box, ann), fake.add_face(c, box, mixed)]
+    strangers = {fake.add_face(a, other, mixed), fake.add_face(d, box, mixed)}  # Ann is on 1 of its 3 photos
+    plan = build_plan(client, [ReviewedPerson("Ann", [LocalFace(x, box) for x in (a, b, c)])])
+    assert plan.counts() == {"reassign_face": 1}
+    plan.save(tmp_path / "push.json")
+    PushRun(client, plan).apply()
+    assert fake.faces_of(ann) == set(mine) and fake.faces_of(mixed) == strangers
 
 
 def test_the_undo_log_survives_a_line_cut_short_by_a_crash(fake: FakeImmich, client: ImmichClient, tmp_path: Path):

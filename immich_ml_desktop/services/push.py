@@ -26,7 +26,7 @@ from immich_ml_desktop.immich.client import ImmichClient
 log = logging.getLogger(__name__)
 
 MATCH_IOU = 0.5        # same preview, same detector family: a real match overlaps far more than this
-MERGE_MIN_FACES = 2    # an Immich person is merged only when the group holds at least this many of its faces
+MERGE_MIN_SHARE = 0.5  # an Immich person is merged when the group holds at least this share of its photos
 UNDO_PERSON_NAME = "immich-ml-desktop undo"  # a throwaway person used to unassign faces again
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
@@ -237,8 +237,13 @@ class PushPlan:
 
 
 def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_iou: float = MATCH_IOU,
-               merge_min_faces: int = MERGE_MIN_FACES) -> PushPlan:
-    """Read Immich's faces and people (nothing is written) and work out the steps of the push."""
+               merge_min_share: float = MERGE_MIN_SHARE) -> PushPlan:
+    """Read Immich's faces and people (nothing is written) and work out the steps of the push.
+
+    Per reviewed group: its person is the Immich person holding most of its faces (else one with its
+    name, else a new one). Another Immich person holding some of its faces is merged into it when the
+    group covers at least `merge_min_share` of that person's photos (Immich split the person); otherwise
+    only the group's faces are moved, so a person Immich mixed up is not merged wholesale."""
     people = sorted((p for p in people if p.faces), key=lambda p: -len(p.faces))
     immich_people = {p["id"]: p for p in client.people(with_hidden=True)}
     by_name: dict[str, str] = {}
@@ -298,7 +303,9 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
                 entry["hide"] = True
             if changes:
                 steps.append({"kind": "update_person", "person": ref, "set": changes, "old": old})
-        merged = [pid for pid, n in owners.items() if pid != target and n >= merge_min_faces]
+        merged = [pid for pid in owners if pid != target
+                  and _share(client, pid, {f["assetId"] for f in matched if f["person"] and f["person"]["id"] == pid})
+                  >= merge_min_share]
         for pid in merged:
             source = immich_people.get(pid, {})
             steps.append({"kind": "merge_people", "into": ref, "name": person.name, "source": pid,
@@ -319,6 +326,12 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
         step.update(n=number, status="pending")
     return PushPlan(id=time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6], server=client.base_url,
                     created_at=time.time(), steps=steps, people_before=sorted(immich_people), summary=summary)
+
+
+def _share(client: ImmichClient, person_id: str, our_assets: set[str]) -> float:
+    """The share of an Immich person's photos that a group's faces are on."""
+    theirs = {a["id"] for a in client.search_assets(personIds=[person_id])}
+    return len(theirs & our_assets) / len(theirs) if theirs else 1.0
 
 
 class PushRun:
