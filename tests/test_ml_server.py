@@ -516,3 +516,30 @@ def test_two_servers_forwarding_to_each_other_do_not_loop(cpu_engine: Engine, jp
         assert r.status_code == 422
         assert "image-classification" in r.json()["detail"]
         assert (a.stats.forwarded, b.stats.forwarded) == (1, 0)  # b saw the mark and answered itself
+
+
+def test_clip_faces_and_ocr_in_one_request(client: httpx.Client, cpu_engine: Engine) -> None:
+    """OCR reaches the server through the model registry alone; its answer equals the engine's."""
+    ocr = pytest.importorskip("immich_ml_desktop.models.ocr")
+    shipped = ocr.shipped_models()
+    if not shipped:
+        pytest.skip("no OCR model ships in the installed RapidOCR wheel")
+    original = Image.open(photo("immich_test_assets/albums/text/craft-beer.jpg"))
+    original.thumbnail((2160, 1440))  # the preview Immich would send
+    buffer = io.BytesIO()
+    original.convert("RGB").save(buffer, "JPEG", quality=90)
+    image = buffer.getvalue()
+    ocr_entries = {
+        "ocr": {
+            "detection": {"modelName": shipped[0], "options": {"minScore": 0.5, "maxResolution": 736}},
+            "recognition": {"modelName": shipped[0], "options": {"minScore": 0.8}},
+        }
+    }
+    r = predict(client, {**CLIP_VISUAL, **FACES, **ocr_entries}, image=image)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"clip", "facial-recognition", "ocr", "imageHeight", "imageWidth"}
+    expected = json.loads(json.dumps(cpu_engine.predict_entries(ocr_entries, image=image), default=lambda a: a.tolist()))
+    assert set(body["ocr"]) == {"box", "boxScore", "text", "textScore"}
+    assert body["ocr"]["text"] == expected["ocr"]["text"] and body["ocr"]["text"], "finds the same text"
+    np.testing.assert_allclose(body["ocr"]["box"], expected["ocr"]["box"], atol=1e-6)
