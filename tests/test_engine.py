@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLIP_PACK, FACE_PACK, FACE_PACK_128, PHOTOS, photo
+from conftest import CLIP_PACK, FACE_PACK, FACE_PACK_128, MODELS as SHARED_MODELS, PHOTOS, photo
 from immich_ml_desktop.models.engine import Engine
 from immich_ml_desktop.models.images import to_bgr, decode_image
 from immich_ml_desktop.models.runtime import Device, RuntimeOptions, discover_devices, make_session, resolve_device
@@ -224,3 +224,34 @@ def test_failed_device_falls_back_to_cpu_with_a_warning(models_dir: Path, caplog
         session = make_session(models_dir / "clip" / CLIP_PACK / "visual/model.onnx", ghost, RuntimeOptions())
     assert session.device.id == "cpu"
     assert any("falling back to cpu" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_prefers_cuda_when_onnxruntime_offers_it__mocked_no_gpu_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MOCK: this machine has no CUDA GPU, so ONNX Runtime's provider list is faked to include CUDA.
+    Checks the ranking (`auto` takes CUDA first) and that a CUDA session asks for the CPU provider as
+    its fallback for unsupported operators."""
+    import onnxruntime as ort
+
+    from immich_ml_desktop.models import runtime
+
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
+    devices = runtime.discover_devices()
+    assert devices[0].id == "cuda" and runtime.resolve_device("auto").id == "cuda"
+
+    seen: list = []
+    real_session = ort.InferenceSession
+
+    def fake_session(path, sess_options=None, providers=None):
+        seen.append(providers)
+        if "CUDAExecutionProvider" in providers:
+            raise RuntimeError("CUDA driver version is insufficient for CUDA runtime version")
+        return real_session(path, sess_options=sess_options, providers=providers)
+
+    monkeypatch.setattr(ort, "InferenceSession", fake_session)
+    model = SHARED_MODELS / "clip" / CLIP_PACK / "visual" / "model.onnx"
+    if not model.exists():
+        pytest.skip("shared model packs are absent")
+    session = runtime.make_session(model, devices[0], RuntimeOptions())
+    assert seen[0] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert session.device.id == "cpu"  # fell back, with a logged warning (see the OpenVINO test)
