@@ -29,6 +29,7 @@ from immich_ml_desktop.models.ocr import (
     OcrTextRecognizer,
     fetch_verified,
     model_file,
+    reading_order,
     shipped_models,
 )
 from immich_ml_desktop.models.predict import to_json
@@ -116,6 +117,15 @@ def test_boxes_come_in_reading_order(answers: dict) -> None:
     assert first("progress") < first("remember") < first("complete")
     boxes = np.array(answers["book-beside-flowers.jpg"]["ocr"]["box"]).reshape(-1, 4, 2)
     assert np.corrcoef(np.arange(len(boxes)), boxes[:, 0, 1])[0, 1] > 0.8
+
+
+def test_reading_order_keeps_lines_and_their_scores_together() -> None:
+    # Detection finds regions bottom-first (as findContours does); within 10 px is one line.
+    corners = [(200, 305), (10, 300), (10, 200), (10, 100)]
+    boxes = np.array([[[x, y], [x + 50, y], [x + 50, y + 20], [x, y + 20]] for x, y in corners], np.float32)
+    order = reading_order(boxes)
+    assert [tuple(boxes[i, 0]) for i in order] == [(10, 100), (10, 200), (10, 300), (200, 305)]
+    assert order.tolist() == [3, 2, 1, 0]
 
 
 def test_mixed_request_answers_clip_faces_and_ocr(answers: dict) -> None:

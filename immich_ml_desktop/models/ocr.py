@@ -260,7 +260,7 @@ class OcrTextDetector(PaddleOcrModel):
         boxes, scores = postprocess(out, (h, w))
         if len(boxes) == 0:
             return _no_text()
-        order = _reading_order(boxes)
+        order = reading_order(boxes)
         return {"boxes": boxes[order].astype(np.float32), "scores": np.asarray(scores, dtype=np.float32)[order]}
 
     @staticmethod
@@ -277,7 +277,7 @@ class OcrTextDetector(PaddleOcrModel):
         return np.ascontiguousarray(array.transpose(2, 0, 1)[None])
 
 
-def _reading_order(boxes: np.ndarray) -> np.ndarray:
+def reading_order(boxes: np.ndarray) -> np.ndarray:
     """RapidOCR's `sorted_boxes` (top-left corners: lines top to bottom, then left to right) as indices,
     so each score stays with its box (RapidOCR and Immich sort the boxes but not their scores)."""
     y_order = np.argsort(boxes[:, 0, 1], kind="stable")
