@@ -500,5 +500,6 @@ def describe_step(step: dict[str, Any]) -> str:
     if kind == "update_person":
         return f"update person {step['person']}: " + ", ".join(f"{k} {v!r}" for k, v in step["set"].items())
     if kind == "merge_people":
-        return f"merge '{step['source_name'] or step['source']}' into '{step['name']}'"
+        source = f"'{step['source_name']}'" if step["source_name"] else f"unnamed person {step['source'][:8]}"
+        return f"merge {source} into '{step['name']}'"
     return f"assign face {step['face']} to '{step['name']}'"
