@@ -189,6 +189,36 @@ def test_a_crash_after_immich_committed_is_not_applied_twice(fake: FakeImmich, c
     expected_after_push(scene, fake)
 
 
+def test_a_crash_after_immich_committed_is_reverted_too(fake: FakeImmich, client: ImmichClient, tmp_path: Path):
+    scene = Scene(fake)
+    before = fake.snapshot()
+    plan = saved_plan(client, scene, tmp_path)
+    fake.inject(operation="createPerson", after=True, status=500)
+    with pytest.raises(ImmichError):
+        PushRun(client, plan).apply()
+    PushRun(client, PushPlan.load(plan.path)).revert()
+    assert fake.snapshot() == before  # Ann, created before the answer was lost, is gone again
+
+
+def test_server_down_in_the_middle_of_a_push_then_resume(fake: FakeImmich, client: ImmichClient, tmp_path: Path):
+    from immich_ml_desktop.errors import ImmichUnreachableError
+
+    scene = Scene(fake)
+    plan = saved_plan(client, scene, tmp_path)
+    port = int(fake.url.rsplit(":", 1)[1])
+
+    def stop_after_two(done: int, total: int, what: str) -> None:
+        if done == 2:
+            fake.stop()
+
+    with pytest.raises(ImmichUnreachableError, match="Cannot reach Immich"):
+        PushRun(client, plan, progress=stop_after_two).apply()
+    fake.start(port)  # back up
+    PushRun(client, PushPlan.load(plan.path)).apply()
+    expected_after_push(scene, fake)
+    assert fake.calls("createPerson") == 1
+
+
 def test_an_interrupted_push_can_be_reverted(fake: FakeImmich, client: ImmichClient, tmp_path: Path):
     scene = Scene(fake)
     before = fake.snapshot()

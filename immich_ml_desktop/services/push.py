@@ -380,14 +380,21 @@ class PushRun:
         return self.plan
 
     def _do_create_person(self, step: dict[str, Any], resumed: bool) -> None:
-        if resumed:  # the request may have reached Immich before the interruption
-            before = set(self.plan.people_before) | set(self.plan.refs.values())
-            for p in self.client.people(with_hidden=True):
-                if p["id"] not in before and p["name"] == step["name"]:
-                    self.plan.set_ref(step["ref"], p["id"])
-                    return
+        if resumed and self._find_created(step):
+            return
         person = self.client.create_person(step["name"], step["hidden"])
         self.plan.set_ref(step["ref"], person["id"])
+
+    def _find_created(self, step: dict[str, Any]) -> bool:
+        """After an interruption: did the create reach Immich? (a new person of that name) -> remember it."""
+        if step["ref"] in self.plan.refs:
+            return True
+        before = set(self.plan.people_before) | set(self.plan.refs.values())
+        for p in self.client.people(with_hidden=True):
+            if p["id"] not in before and p["name"] == step["name"]:
+                self.plan.set_ref(step["ref"], p["id"])
+                return True
+        return False
 
     def _do_update_person(self, step: dict[str, Any], resumed: bool) -> None:
         self._update(self._id(step["person"]), step["set"])
@@ -448,7 +455,7 @@ class PushRun:
             elif kind == "create_person":
                 self._unassign([s for s in to_unassign if s["to"] != step["ref"]])
                 to_unassign = [s for s in to_unassign if s["to"] == step["ref"]]
-                person_id = self.plan.refs.get(step["ref"])
+                person_id = self.plan.refs.get(step["ref"]) if self._find_created(step) else None
                 if person_id and self.client.person(person_id) is not None:
                     self.client.delete_person(person_id)  # its faces become unassigned, as they were
                 for s in to_unassign:
