@@ -273,3 +273,50 @@ def test_download_keeps_only_a_file_with_the_right_sha256(file_server, tmp_path:
     with pytest.raises(DownloadError, match="404"):
         fetch_verified(f"{base}/missing.onnx", expected.sha256, other)
     assert list(other.parent.iterdir()) == [], "no half-written file is left behind"
+
+
+def test_download_fills_immichs_layout_and_the_model_then_reads_text_local_server_instead_of_modelscope(
+    file_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RapidOCR's host cannot be reached here: a local server serves the wheel's files in its place."""
+    from immich_ml_desktop.models.engine import Engine
+    from immich_ml_desktop.models.ocr import DICT_FILE, OcrModelFile, character_list
+
+    base, files = file_server
+    for cls, stage, wheel_name in (
+        (OcrTextDetector, ModelType.DETECTION, "PP-OCRv6_det_small.onnx"),
+        (OcrTextRecognizer, ModelType.RECOGNITION, "PP-OCRv6_rec_small.onnx"),
+    ):
+        files[f"/mirror/{stage.value}.onnx"] = (WHEEL_MODELS / wheel_name).read_bytes()
+        served = OcrModelFile(f"{base}/mirror/{stage.value}.onnx", model_file(OCR_MODEL, stage).sha256)
+        monkeypatch.setattr(cls, "source", property(lambda self, served=served: served))
+    name = "EN__PP-OCRv5_mobile"
+    with Engine(tmp_path, "cpu", work_dir=tmp_path / "work") as engine:
+        for model_type in ("detection", "recognition"):
+            model = engine.get_model("ocr", model_type, name, load=False)
+            assert not model.cached
+            model.download()
+            assert model.cached and tmp_path in model.model_path.parents
+        answer = engine.predict_entries(ocr_entries(name), image=hello_image())
+    rec_dir = tmp_path / "ocr" / name / "recognition"
+    assert (tmp_path / "ocr" / "PP-OCRv5_mobile" / "detection" / "model.onnx").is_file()
+    assert (rec_dir / "model.onnx").is_file() and (rec_dir / DICT_FILE).is_file()
+    assert character_list(rec_dir / "model.onnx") == character_list(WHEEL_MODELS / "PP-OCRv6_rec_small.onnx")
+    assert answer["ocr"]["text"] == ["Hello Immich 2024"]
+
+
+def test_concurrent_requests_with_different_thresholds_do_not_mix(cpu_engine) -> None:
+    image = hello_image()
+    expected = {s: json.loads(to_json(cpu_engine.predict_entries(ocr_entries(text_score=s), image=image))) for s in (0.5, 0.999)}
+    results: dict[tuple[int, float], dict] = {}
+
+    def run(i: int, s: float) -> None:
+        results[(i, s)] = json.loads(to_json(cpu_engine.predict_entries(ocr_entries(text_score=s), image=image)))
+
+    threads = [threading.Thread(target=run, args=(i, s)) for i in range(3) for s in (0.5, 0.999)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert expected[0.5]["ocr"]["text"] == ["Hello Immich 2024"] and expected[0.999]["ocr"]["text"] == []
+    assert all(answer == expected[s] for (_, s), answer in results.items()) and len(results) == 6
