@@ -182,6 +182,7 @@ class IndexJob:
     def run(self) -> IndexSummary:
         """Scan, then index everything pending; blocks until finished or cancelled."""
         started = time.monotonic()
+        self._done = self._failed = self._total = self._faces = 0  # a job object may be run again
         self._emit("scanning", force=True)
         try:
             scan = self.source.sync(self.store)
