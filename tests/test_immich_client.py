@@ -17,7 +17,7 @@ from immich_ml_desktop.errors import (
     ImmichUnreachableError,
     ImmichVersionError,
 )
-from immich_ml_desktop.immich.client import FEATURES, PERMISSIONS, ImmichClient, api_base_url
+from immich_ml_desktop.immich.client import ADMIN_OPERATIONS, FEATURES, PERMISSIONS, ImmichClient, api_base_url
 
 PORTRAITS = ["face_recognition/examples/obama.jpg", "face_recognition/examples/biden.jpg",
              "skimage/astronaut.png", "skimage/coffee.png", "photoprism/assets/examples/cat_brown.jpg"]
@@ -52,11 +52,12 @@ def test_server_url_is_accepted_with_or_without_api():
 
 def test_permission_table_matches_the_spec(spec_path: Path):
     spec = json.loads(spec_path.read_text())
-    found = {op["operationId"]: op.get("x-immich-permission")
-             for ops in spec["paths"].values() for op in ops.values() if isinstance(op, dict) and "operationId" in op}
+    operations = {op["operationId"]: op for ops in spec["paths"].values() for op in ops.values()
+                  if isinstance(op, dict) and "operationId" in op}
     for operation, permission in PERMISSIONS.items():
-        assert operation in found, operation
-        assert found[operation] == permission, operation
+        assert operation in operations, operation
+        assert operations[operation].get("x-immich-permission") == permission, operation
+        assert bool(operations[operation].get("x-immich-admin-only")) == (operation in ADMIN_OPERATIONS), operation
     assert {op for ops in FEATURES.values() for op in ops} <= set(PERMISSIONS)
 
 

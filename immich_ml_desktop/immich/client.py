@@ -60,7 +60,9 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "register ML URL": ("getConfig", "updateConfig"),
     "run ML jobs": ("getQueues", "runQueueCommandLegacy"),
 }
-ADMIN_FEATURES = ("register ML URL", "run ML jobs")
+# Operations Immich keeps for admins (`x-immich-admin-only`), whatever the key's permissions.
+ADMIN_OPERATIONS = frozenset({"getConfig", "updateConfig", "getQueues", "getQueuesLegacy", "runQueueCommandLegacy"})
+ADMIN_FEATURES = tuple(f for f, ops in FEATURES.items() if ADMIN_OPERATIONS & set(ops))
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -192,11 +194,15 @@ class ImmichClient:
             )
         if status == 403:
             needed = PERMISSIONS.get(operation)
-            what = f"the '{needed}' permission" if needed else "an admin account"
+            if needed and "permission" in detail.lower():
+                return ImmichPermissionError(
+                    f"The API key lacks the '{needed}' permission for {operation} ({detail}). "
+                    "Edit the key in Immich (Account Settings > API Keys) to grant it.",
+                    status,
+                )
+            what = "an admin account" if operation in ADMIN_OPERATIONS else "access"
             return ImmichPermissionError(
-                f"The API key lacks {what} for {operation} ({detail}). "
-                "Edit the key in Immich (Account Settings > API Keys) to grant it, or use an admin's key.",
-                status,
+                f"Immich refused {operation}: it needs {what} ({detail}). Use an API key of an admin.", status
             )
         if status >= 500:
             return ImmichError(
