@@ -120,6 +120,13 @@ class InferenceModel:
     def cached(self) -> bool:
         return not self.missing_files()
 
+    @property
+    def downloadable(self) -> bool:
+        """Whether `download()` knows where this model's files are (Immich's catalogue by default)."""
+        from immich_ml_desktop.models import catalog
+
+        return catalog.lookup(self.model_name) is not None
+
     def download(self, progress: Callable[..., None] | None = None) -> None:
         """Fetch this model's files into the primary cache (Hugging Face `immich-app/<name>`)."""
         from immich_ml_desktop.models.store import ModelStore

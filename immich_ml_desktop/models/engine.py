@@ -112,14 +112,8 @@ class Engine:
         return model
 
     def _ensure_files(self, model: InferenceModel) -> None:
-        if model.cached or not self.allow_downloads:
-            return
-        try:
-            from immich_ml_desktop.models import catalog
-        except ImportError:
-            return
-        if catalog.lookup(model.model_name) is None:
-            return  # unknown name: load() raises ModelNotFoundError naming what is missing
+        if model.cached or not self.allow_downloads or not model.downloadable:
+            return  # an unknown name: load() raises ModelNotFoundError naming what is missing
         with self._lock:
             lock = self._download_locks.setdefault(model.model_name, threading.Lock())
         with lock:

@@ -209,6 +209,14 @@ class PaddleOcrModel(InferenceModel):
             return cached
         return self.source.shipped or cached
 
+    @property
+    def downloadable(self) -> bool:
+        try:
+            self.source
+        except ModelNotFoundError:
+            return False
+        return True
+
     def download(self, progress: Callable[..., None] | None = None) -> None:
         """Fetch the file RapidOCR would download into the primary cache, in Immich's layout."""
         if self.cached:
