@@ -246,71 +246,41 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
     only the group's faces are moved, so a person Immich mixed up is not merged wholesale."""
     people = sorted((p for p in people if p.faces), key=lambda p: -len(p.faces))
     immich_people = {p["id"]: p for p in client.people(with_hidden=True)}
-    by_name: dict[str, str] = {}
-    for pid, p in immich_people.items():
-        if p["name"]:
-            by_name.setdefault(p["name"].casefold(), pid)
     remote_faces: dict[str, list[dict[str, Any]]] = {}
     steps: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
-    claimed: set[str] = set()  # Immich people already chosen as some group's person
+    claimed: set[str] = set()  # Immich people already chosen as some group's person, or merged
 
     for index, person in enumerate(people):
-        by_asset: dict[str, list[LocalFace]] = {}
-        for face in person.faces:
-            by_asset.setdefault(face.asset_id, []).append(face)
-        matched: list[dict[str, Any]] = []
-        unmatched = 0
-        for asset_id, faces in by_asset.items():
-            if asset_id not in remote_faces:
-                try:
-                    remote_faces[asset_id] = client.faces(asset_id)
-                except ImmichError as e:
-                    if e.status not in (400, 404):
-                        raise
-                    remote_faces[asset_id] = []  # the asset is gone from Immich
-            pairs = match_faces(faces, remote_faces[asset_id], match_iou)
-            unmatched += len(faces) - len(pairs)
-            matched += [{**pairs[i], "assetId": asset_id} for i in sorted(pairs)]
+        matched, unmatched = _match_group(client, person, remote_faces, match_iou)
         owners = Counter(f["person"]["id"] for f in matched if f["person"] and f["person"]["id"] not in claimed)
-        target: str | None = None
-        if owners:
-            target = max(owners, key=lambda pid: (owners[pid], immich_people[pid]["name"].casefold() == person.name.casefold() if pid in immich_people else False))
-        elif person.name and person.name.casefold() in by_name and by_name[person.name.casefold()] not in claimed:
-            target = by_name[person.name.casefold()]
-        create = target is None
+        target = _target(person, owners, immich_people, claimed)
         ref = target or f"new:{index}"
-        claimed.add(ref)
-        entry: dict[str, Any] = {"name": person.name, "label": person.label, "faces": len(person.faces),
-                                 "matched": len(matched), "unmatched": unmatched, "create": create,
-                                 "target": target, "target_name": immich_people[target]["name"] if target in immich_people else person.name,
-                                 "merge": [], "reassign": 0, "rename": False, "hide": False}
+        entry: dict[str, Any] = {
+            "name": person.name, "label": person.label, "faces": len(person.faces), "matched": len(matched),
+            "unmatched": unmatched, "create": target is None and bool(matched), "target": target,
+            "target_name": immich_people[target]["name"] if target else person.name,
+            "merge": [], "reassign": 0, "rename": False, "hide": False,
+        }
+        summary.append(entry)
         if not matched:
-            entry["create"] = False
-            summary.append(entry)
             continue  # nothing of this group is in Immich: do not create an empty person
-        if create:
+        claimed.add(ref)
+        if target is None:
             steps.append({"kind": "create_person", "ref": ref, "name": person.name, "hidden": person.hidden})
             entry["hide"] = person.hidden
         else:
-            current = immich_people.get(target, {})
-            changes, old = {}, {}
-            if person.name and current.get("name") != person.name:
-                changes["name"], old["name"] = person.name, current.get("name", "")
-                entry["rename"] = True
-            if person.hidden and not current.get("isHidden"):  # never unhides what the user hid in Immich
-                changes["isHidden"], old["isHidden"] = True, False
-                entry["hide"] = True
+            changes, old = _changes(person, immich_people[target])
             if changes:
                 steps.append({"kind": "update_person", "person": ref, "set": changes, "old": old})
-        merged = [pid for pid in owners if pid != target
-                  and _share(client, pid, {f["assetId"] for f in matched if f["person"] and f["person"]["id"] == pid})
-                  >= merge_min_share]
+                entry["rename"], entry["hide"] = "name" in changes, "isHidden" in changes
+        merged = [pid for pid in owners if pid != target and _share(
+            client, pid, {f["assetId"] for f in matched if f["person"] and f["person"]["id"] == pid}) >= merge_min_share]
         for pid in merged:
             source = immich_people.get(pid, {})
             steps.append({"kind": "merge_people", "into": ref, "name": person.name, "source": pid,
-                          "source_name": source.get("name", ""),
-                          "source_hidden": bool(source.get("isHidden")), "source_faces": None})
+                          "source_name": source.get("name", ""), "source_hidden": bool(source.get("isHidden")),
+                          "source_faces": None})
             entry["merge"].append(source.get("name", ""))
             claimed.add(pid)
         for face in matched:
@@ -320,12 +290,58 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
             steps.append({"kind": "reassign_face", "face": face["id"], "asset": face["assetId"], "to": ref,
                           "name": person.name, "from": owner})
             entry["reassign"] += 1
-        summary.append(entry)
 
     for number, step in enumerate(steps):
         step.update(n=number, status="pending")
     return PushPlan(id=time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6], server=client.base_url,
                     created_at=time.time(), steps=steps, people_before=sorted(immich_people), summary=summary)
+
+
+def _match_group(client: ImmichClient, person: ReviewedPerson, cache: dict[str, list[dict[str, Any]]],
+                 match_iou: float) -> tuple[list[dict[str, Any]], int]:
+    """(the Immich faces matching the group's faces, each with its `assetId`; how many found none)."""
+    by_asset: dict[str, list[LocalFace]] = {}
+    for face in person.faces:
+        by_asset.setdefault(face.asset_id, []).append(face)
+    matched: list[dict[str, Any]] = []
+    unmatched = 0
+    for asset_id, faces in by_asset.items():
+        if asset_id not in cache:
+            try:
+                cache[asset_id] = client.faces(asset_id)
+            except ImmichError as e:
+                if e.status not in (400, 404):
+                    raise
+                cache[asset_id] = []  # the asset is gone from Immich
+        pairs = match_faces(faces, cache[asset_id], match_iou)
+        unmatched += len(faces) - len(pairs)
+        matched += [{**pairs[i], "assetId": asset_id} for i in sorted(pairs)]
+    return matched, unmatched
+
+
+def _target(person: ReviewedPerson, owners: Counter[str], immich_people: dict[str, dict[str, Any]],
+            claimed: set[str]) -> str | None:
+    """The Immich person a group becomes: most of its faces' owner (its namesake on a tie), else a free
+    person of the same name, else None (a new person)."""
+    name = person.name.casefold()
+    if owners:
+        return max(owners, key=lambda pid: (owners[pid], immich_people.get(pid, {}).get("name", "").casefold() == name))
+    if name:
+        for pid, p in immich_people.items():
+            if p["name"].casefold() == name and pid not in claimed:
+                return pid
+    return None
+
+
+def _changes(person: ReviewedPerson, current: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what to set on an existing Immich person, its old values for the undo)."""
+    changes: dict[str, Any] = {}
+    old: dict[str, Any] = {}
+    if person.name and current.get("name") != person.name:
+        changes["name"], old["name"] = person.name, current.get("name", "")
+    if person.hidden and not current.get("isHidden"):  # never unhides what the user hid in Immich
+        changes["isHidden"], old["isHidden"] = True, False
+    return changes, old
 
 
 def _share(client: ImmichClient, person_id: str, our_assets: set[str]) -> float:
