@@ -177,6 +177,8 @@ class InstallerBuild:
                 self.run([py, "-m", "pip", "install", "-q", f"{ROOT}[cuda]"])
             return
         if self.dry_run:
+            if not self.native:
+                self.python = "python"  # this machine's interpreter means nothing on the target platform
             print(f"# using {self.python} as it is (pass --venv DIR for a fresh build environment)")
             return
         probe = (
@@ -282,7 +284,8 @@ class InstallerBuild:
                 shutil.copy2(icon, dest)
         out = self.dist / f"{package}_{self.version}_{arch}.deb"
         dpkg = self.need_tool("dpkg-deb", "install the dpkg package (Debian/Ubuntu have it).")
-        self.run([dpkg, "--root-owner-group", "-Zxz", "--build", root, out])
+        # zstd: ~10x faster than xz at ~10 % more bytes; every dpkg that can run this build (glibc above) reads it.
+        self.run([dpkg, "--root-owner-group", "-Zzstd", "-z9", "--build", root, out])
         return out
 
     def appimage(self) -> Path | None:
