@@ -162,7 +162,7 @@ class OrtSession(Session):
         so.inter_op_num_threads = 1
         if options.threads:
             so.intra_op_num_threads = options.threads
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # failures reach us as exceptions; ORT's own log would repeat them on stderr
         providers: list[Any] = [device.name]
         if device.name != "CPUExecutionProvider":
             providers.append("CPUExecutionProvider")
