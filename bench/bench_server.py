@@ -5,13 +5,16 @@ for CLIP image, CLIP text and faces at 1, 2 and 4 concurrent clients.
     python bench/bench_server.py --cache-dir ../shared/models --clip-model tiny-random-clip --seconds 10
 
 The server runs in this process on the same Engine as the baseline, so both use the very same loaded
-models; clients are httpx threads sending exactly what Immich sends. Figures are medians.
+models; clients are httpx threads sending exactly what Immich sends. Figures are medians. On a machine
+shared with other work, wall-clock figures shrink with the load; CPU time per request does much less,
+so `req/s if idle` (cores / CPU seconds per request) estimates what the same cores would do unshared.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -68,13 +71,16 @@ def load(url: str, send: Callable[[httpx.Client], httpx.Response], clients: int,
                     failures[0] += not ok
 
     start = time.perf_counter()
+    cpu_start = time.process_time()  # every thread of this process: server, engine and clients
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
+    cpu_ms = (time.process_time() - cpu_start) * 1000 / max(1, len(latencies))
     return {
+        "cpu_ms": cpu_ms,
         "rps": len(latencies) / elapsed,
         "p50": percentile(latencies, 0.5),
         "p95": percentile(latencies, 0.95),
@@ -126,6 +132,8 @@ def main() -> int:
         "faces": (send_image(face_entries), lambda e: e.faces(args.face_model, image, 0.7)),
     }
 
+    cores = os.cpu_count() or 1
+    print(f"load average {os.getloadavg()[0]:.1f} on {cores} cores ('req/s if idle' = cores / CPU time per request)")
     print(f"caches: {', '.join(map(str, caches))}; clip: {clip_model}; faces: {args.face_model}; "
           f"image: {args.image.name} ({len(image) // 1024} KiB); device {args.device}")
     with Engine(caches, args.device, model_ttl=0) as engine:
@@ -141,11 +149,13 @@ def main() -> int:
                         engine_ms = median_ms(lambda: direct(engine), args.repeats)
                         http_ms = median_ms(lambda: send(c), args.repeats)
                         print(f"{name:<11} {engine_ms:9.1f} {http_ms:8.1f} {http_ms - engine_ms:+7.1f}ms ({http_ms / engine_ms:.2f}x)")
-                print(f"\n{'endpoint':<11} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'n':>5} {'fail':>4}")
+                print(f"\n{'endpoint':<11} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'n':>5} {'fail':>4}"
+                      f" {'cpu ms/req':>10} {'req/s if idle':>13}")
                 for name, (send, _) in endpoints.items():
                     for clients in args.clients:
                         r = load(server.url, send, clients, args.seconds)
-                        print(f"{name:<11} {clients:7d} {r['rps']:7.2f} {r['p50']:7.0f} {r['p95']:7.0f} {r['n']:5d} {r['failures']:4d}")
+                        print(f"{name:<11} {clients:7d} {r['rps']:7.2f} {r['p50']:7.0f} {r['p95']:7.0f} {r['n']:5d} {r['failures']:4d}"
+                              f" {r['cpu_ms']:10.0f} {cores * 1000 / r['cpu_ms']:13.1f}")
                         sys.stdout.flush()
     return 0
 
