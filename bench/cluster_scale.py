@@ -54,7 +54,7 @@ def main() -> None:
         return
     algorithms = ["default", "immich"] if args.algorithm == "both" else [args.algorithm]
     baseline_memory = _baseline_rss()
-    print(f"interpreter + numpy/scipy/sklearn/faiss imports alone: {baseline_memory:.0f} MB peak RSS")
+    print(f"interpreter + numpy/scipy/sklearn imports alone: {baseline_memory:.0f} MB peak RSS")
     print(f"{'faces':>8} {'algorithm':>9} {'median s':>9} {'peak RSS MB':>12} {'groups':>7} {'people':>7} {'unassigned':>10}")
     for size in [int(s) for s in args.sizes.split(",")]:
         for algorithm in algorithms:
@@ -69,7 +69,7 @@ def main() -> None:
 
 
 def _baseline_rss() -> float:
-    code = ("import resource, numpy, scipy.sparse, sklearn.neighbors, faiss;"
+    code = ("import resource, numpy, scipy.sparse, sklearn.cluster;"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     try:
         return float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
