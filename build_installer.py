@@ -130,7 +130,8 @@ class InstallerBuild:
 
     # --- running -------------------------------------------------------------------------------------------
     def run(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        shown = " ".join(shlex.quote(str(a)) for a in argv)
+        # quoted the way this machine's shell reads it, so a printed line can be pasted
+        shown = subprocess.list2cmdline([str(a) for a in argv]) if os.name == "nt" else shlex.join(str(a) for a in argv)
         if env:
             shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shown
         print(f"$ {shown}", flush=True)
