@@ -257,6 +257,29 @@ def test_frozen_app_lists_devices_and_predicts_with_the_shared_models(linux_buil
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_frozen_app_reads_text_like_the_source_checkout(linux_build, tmp_path):
+    """OCR weights are not bundled: a cache made from the RapidOCR wheel's own files stands in for a download."""
+    wheel_models = Path(importlib.util.find_spec("rapidocr").origin).parent / "models"
+    det, rec = wheel_models / "PP-OCRv6_det_small.onnx", wheel_models / "PP-OCRv6_rec_small.onnx"
+    if not (det.is_file() and rec.is_file()):
+        pytest.skip("this RapidOCR wheel ships no PP-OCRv6 small models")
+    cache = tmp_path / "models"
+    for stage, source in (("detection", det), ("recognition", rec)):
+        (cache / "ocr" / "PP-OCRv6_small" / stage).mkdir(parents=True)
+        shutil.copy(source, cache / "ocr" / "PP-OCRv6_small" / stage / "model.onnx")
+    entries = json.dumps({"ocr": {"detection": {"modelName": "PP-OCRv6_small"}, "recognition": {"modelName": "PP-OCRv6_small"}}})
+    args = ["predict", "--cache-dir", str(cache), "--no-download", "--device", "cpu", "--entries", entries,
+            "--image", str(photo("immich_test_assets/albums/text/book-beside-flowers.jpg"))]  # fmt: skip
+    texts = []
+    for program in ([linux_build["binary"]], [sys.executable, "-m", "immich_ml_desktop"]):
+        proc = subprocess.run([*program, *args], capture_output=True, text=True, env=_frozen_env(tmp_path), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        texts.append(json.loads(proc.stdout)["ocr"]["text"])
+    assert len(texts[0]) > 5 and texts[0] == texts[1]
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_frozen_app_serves_ping(linux_build, models_dir, tmp_path):
     if not (ROOT / "immich_ml_desktop" / "cli" / "serve.py").exists():
