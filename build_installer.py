@@ -32,6 +32,7 @@ SPEC = ROOT / "installer" / f"{APP}.spec"
 ISS = ROOT / "installer" / "windows" / f"{APP}.iss"
 DESKTOP_FILE = ROOT / "resources" / f"{APP}.desktop"
 ICONS_DIR = ROOT / "immich_ml_desktop" / "resources" / "icons"
+CUDA_RUNTIME = "onnxruntime-gpu>=1.17"  # the `cuda` extra in pyproject.toml (a test keeps the two equal)
 PLATFORMS = ("linux", "windows", "macos")
 VARIANTS = ("cpu", "cuda")
 # What the frozen app must never carry: model weights and test data (models are downloaded on first use).
@@ -173,14 +174,15 @@ class InstallerBuild:
             self.run([py, "-m", "pip", "install", "-q", "-U", "pip"])
             self.run([py, "-m", "pip", "install", "-q", f"{ROOT}[installer]"])
             if self.variant == "cuda":
-                # onnxruntime and onnxruntime-gpu install the same module: the CPU one has to go first
+                # onnxruntime and onnxruntime-gpu install the same module: the CPU one has to go first, and the
+                # GPU one is installed on its own (installing `.[cuda]` would pull the CPU one back in)
                 self.run([py, "-m", "pip", "uninstall", "-y", "onnxruntime"])
-                self.run([py, "-m", "pip", "install", "-q", f"{ROOT}[cuda]"])
-            return
+                self.run([py, "-m", "pip", "install", "-q", CUDA_RUNTIME])
         if self.dry_run:
-            if not self.native:
-                self.python = "python"  # this machine's interpreter means nothing on the target platform
-            print(f"# using {self.python} as it is (pass --venv DIR for a fresh build environment)")
+            if self.venv is None:
+                if not self.native:
+                    self.python = "python"  # this machine's interpreter means nothing on the target platform
+                print(f"# using {self.python} as it is (pass --venv DIR for a fresh build environment)")
             return
         probe = (
             "import importlib.metadata as m, json\n"

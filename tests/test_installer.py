@@ -119,7 +119,8 @@ def test_macos_dry_run_makes_a_dmg_holding_the_app_bundle(capsys):
 def test_cuda_variant_with_venv_swaps_onnxruntime_for_the_gpu_build(capsys, tmp_path):
     cmds = _commands(_dry_run(capsys, "--platform", "linux", "--variant", "cuda", "--venv", str(tmp_path / "v")))
     uninstall = next(i for i, c in enumerate(cmds) if "uninstall -y onnxruntime" in c)
-    gpu = next(i for i, c in enumerate(cmds) if "[cuda]" in c)
+    gpu = next(i for i, c in enumerate(cmds) if build_installer.CUDA_RUNTIME in c)
+    assert f'cuda = ["{build_installer.CUDA_RUNTIME}"]' in (ROOT / "pyproject.toml").read_text()
     freeze = next(i for i, c in enumerate(cmds) if "-m PyInstaller" in c)
     assert uninstall < gpu < freeze
     assert cmds[freeze].startswith(str(tmp_path / "v" / "bin" / "python"))
