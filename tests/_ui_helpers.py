@@ -32,6 +32,12 @@ def make_window(qtbot, settings: Settings, state_file: Path, engine=None) -> Mai
     return window
 
 
+def activate(qtbot, window) -> None:
+    """Shortcuts only reach the active window. (QTest.qWaitForWindowActive would sleep holding the GIL.)"""
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5000)
+
+
 def ui_settings(tmp_path: Path, models_dir: Path, **changes) -> Settings:
     """Settings for a test: the shared model packs, a library file in tmp_path, no downloads."""
     from conftest import CLIP_PACK, FACE_PACK

@@ -7,15 +7,16 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 
 from immich_ml_desktop.settings import Settings
-from _ui_helpers import finish_background_work, make_window, ui_settings  # noqa: F401 - fixture
+from _ui_helpers import activate, finish_background_work, make_window, ui_settings  # noqa: F401 - fixture
 
 
 def test_window_remembers_geometry_and_page(qtbot, tmp_path: Path, models_dir: Path) -> None:
     state = tmp_path / "window.ini"
     window = make_window(qtbot, ui_settings(tmp_path, models_dir), state)
+    activate(qtbot, window)
     names = list(window.pages)
     assert names[-1] == "Settings"
-    qtbot.keyClick(window, Qt.Key.Key_1 + len(names) - 1, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(window, Qt.Key(Qt.Key.Key_1.value + len(names) - 1), Qt.KeyboardModifier.ControlModifier)
     assert window.stack.currentWidget() is window.page("Settings")
     window.resize(781, 555)
     size = (window.width(), window.height())

@@ -55,4 +55,5 @@ def run_app() -> int:
     try:
         return app.exec()
     finally:
+        context.pool.waitForDone(10000)  # background tasks finish before the interpreter goes away
         context.close()

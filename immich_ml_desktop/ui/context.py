@@ -7,16 +7,22 @@ about a second) and rebuilt only when a setting it depends on changes.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import threading
 from typing import Any
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
+from immich_ml_desktop.library.store import LibraryStore
 from immich_ml_desktop.models.engine import Engine
 from immich_ml_desktop.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Imported in the background at start-up: importing them holds the GIL for up to half a second in total
+# (C extensions initialising), which would stall the GUI if it happened during the first indexing run.
+WARM_UP_MODULES = ("onnx", "insightface.model_zoo", "insightface.utils.face_align")
 
 # Settings the Engine is built from: changing one of these means a new Engine.
 ENGINE_FIELDS = ("device", "precision", "threads", "model_cache_dir", "extra_model_dirs", "allow_downloads", "model_ttl")
@@ -27,6 +33,7 @@ class AppContext(QObject):
     engine_changed = Signal(object)  # Engine
     library_changed = Signal()  # the store's content changed (indexing, review); views re-read it
     status = Signal(str)  # a short message for the status bar
+    warmed_up = Signal()
 
     def __init__(self, settings: Settings, engine: Engine | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -35,6 +42,9 @@ class AppContext(QObject):
         self.pool.setMaxThreadCount(max(4, self.pool.maxThreadCount()))
         self._engine = engine
         self._engine_lock = threading.Lock()
+        self._store: LibraryStore | None = None
+        self._store_lock = threading.Lock()
+        self.is_warm = False
         self.download_progress: Any = None  # set by the Settings page: shows model downloads
 
     # engine ---------------------------------------------------------------------------------------
@@ -46,6 +56,17 @@ class AppContext(QObject):
                 self.engine_changed.emit(self._engine)
             return self._engine
 
+    def warm_up(self) -> None:
+        """Build the Engine and do the slow first imports now (background), not during the first job."""
+        self.engine()
+        for name in WARM_UP_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError as e:  # an optional runtime part; the job that needs it reports it
+                log.info("Not pre-importing %s: %s", name, e)
+        self.is_warm = True
+        self.warmed_up.emit()
+
     @property
     def engine_if_ready(self) -> Engine | None:
         return self._engine
@@ -53,6 +74,16 @@ class AppContext(QObject):
     def _on_download(self, *args: Any, **kwargs: Any) -> None:
         if self.download_progress is not None:
             self.download_progress(*args, **kwargs)
+
+    # library --------------------------------------------------------------------------------------
+    def library(self) -> LibraryStore:
+        """The library store of the current settings, opened on first use (any thread)."""
+        with self._store_lock:
+            if self._store is None or str(self._store.path) != self.settings.library_path:
+                if self._store is not None:
+                    self._store.close()
+                self._store = LibraryStore(self.settings.library_path)
+            return self._store
 
     # settings -------------------------------------------------------------------------------------
     def apply_settings(self, new: Settings) -> None:
@@ -72,6 +103,10 @@ class AppContext(QObject):
         return dataclasses.replace(self.settings, **changes)
 
     def close(self) -> None:
+        with self._store_lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
         with self._engine_lock:
             engine, self._engine = self._engine, None
         if engine is not None:

@@ -116,7 +116,7 @@ class MainWindow(QMainWindow):
 
     # status bar -----------------------------------------------------------------------------------
     def _start_engine(self) -> None:
-        run_task(self.context.engine, on_error=lambda e: self.device_label.setText(f"Device: unavailable ({e})"))
+        run_task(self.context.warm_up, on_error=lambda e: self.device_label.setText(f"Device: unavailable ({e})"))
 
     def _show_engine(self, engine) -> None:
         self.device_label.setText(f"Device: {engine.device.id}")

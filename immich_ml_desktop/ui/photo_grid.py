@@ -42,7 +42,17 @@ class PhotoGridModel(QAbstractListModel):
         self._placeholder.fill(QColor("#d9dde3"))
         loader.ready.connect(self._on_ready)
 
-    def set_tiles(self, tiles: list[Tile]) -> None:
+    def set_tiles(self, tiles: list[Tile], *, incremental: bool = False) -> None:
+        """Replace the tiles. `incremental`: when the old ones are a prefix of the new (indexing adds at
+        the end), only the new rows are inserted, so the view keeps its scroll position and selection."""
+        old = self.tiles
+        if incremental and len(tiles) >= len(old) and all(a.key == b.key for a, b in zip(old, tiles)):
+            if len(tiles) > len(old):
+                self.beginInsertRows(QModelIndex(), len(old), len(tiles) - 1)
+                self.tiles = tiles
+                self._rows.update((t.key, i) for i, t in enumerate(tiles[len(old):], start=len(old)))
+                self.endInsertRows()
+            return
         self.beginResetModel()
         self.tiles = tiles
         self._rows = {t.key: i for i, t in enumerate(tiles)}

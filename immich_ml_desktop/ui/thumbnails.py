@@ -17,6 +17,8 @@ from PIL import Image, ImageOps
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage, QPixmap
 
+from immich_ml_desktop.ui.workers import lower_thread_priority
+
 try:  # HEIC/HEIF/AVIF thumbnails; the library indexes them too
     import pillow_heif
 
@@ -62,6 +64,7 @@ class _Load(QRunnable):
         self.signals, self.key, self.path, self.size, self.crop, self.space = signals, key, path, size, crop, space
 
     def run(self) -> None:
+        lower_thread_priority()
         try:
             image = load_image(self.path, self.size, self.crop, self.space)
         except Exception as e:  # noqa: BLE001 - a broken file shows a blank tile, never an error box

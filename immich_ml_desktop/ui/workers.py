@@ -8,9 +8,12 @@ queued signals on the GUI thread.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal
 
 from immich_ml_desktop.errors import UserError
 
@@ -28,15 +31,19 @@ class WorkerSignals(QObject):
 class Worker(QRunnable):
     """Runs `fn(*args, **kwargs)`; with `progress=True` it also passes `progress=<emit>` to `fn`."""
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, progress: bool = False, **kwargs: Any) -> None:
+    def __init__(self, fn: Callable[..., Any], *args: Any, progress: bool = False, low_priority: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__()
         self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.low_priority = low_priority
         self.signals = WorkerSignals()
         if progress:
             self.kwargs["progress"] = self.signals.progress.emit
         self.setAutoDelete(False)  # Python owns it (see _running); Qt must not free it under us
 
     def run(self) -> None:
+        if self.low_priority:
+            lower_thread_priority()
         try:
             result = self.fn(*self.args, **self.kwargs)
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the page that asked
@@ -54,6 +61,39 @@ class Worker(QRunnable):
             log.debug("Result of a background task dropped: its window is gone")
 
 
+_LOW_NICE = 10
+_lowered: set[int] = set()
+
+
+def lower_thread_priority() -> None:
+    """Make this thread (and the threads it starts: decoders, ONNX Runtime's pool) yield the CPU to the
+    GUI. Linux nice values are per thread and inherited by new threads; elsewhere Qt's priority works."""
+    tid = threading.get_native_id()
+    if tid in _lowered:
+        return
+    _lowered.add(tid)
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), _LOW_NICE))
+        except OSError as e:  # pragma: no cover - a sandbox that forbids it; work just competes evenly
+            log.debug("Could not lower the priority of a background thread: %s", e)
+    else:
+        QThread.currentThread().setPriority(QThread.Priority.LowPriority)
+
+
+_job_pool: QThreadPool | None = None
+
+
+def job_pool() -> QThreadPool:
+    """The pool of long jobs (indexing, pushes) at low priority. Its threads stay low once lowered
+    (an unprivileged process cannot raise a nice value back), so quick tasks use the global pool."""
+    global _job_pool
+    if _job_pool is None:
+        _job_pool = QThreadPool()
+        _job_pool.setMaxThreadCount(2)
+    return _job_pool
+
+
 _running: set[Worker] = set()  # keeps workers (and their signal objects) alive until they report
 
 
@@ -63,11 +103,12 @@ def run_task(
     on_done: Callable[[Any], None] | None = None,
     on_error: Callable[[BaseException], None] | None = None,
     on_progress: Callable[[Any], None] | None = None,
-    pool: QThreadPool | None = None,
+    long_job: bool = False,
     **kwargs: Any,
 ) -> Worker:
-    """Start `fn` on the pool; callbacks run on the GUI thread. `on_progress` turns on progress."""
-    worker = Worker(fn, *args, progress=on_progress is not None, **kwargs)
+    """Start `fn` in the background; callbacks run on the GUI thread. `on_progress` turns on progress;
+    `long_job` runs it at low priority on the job pool, so the GUI stays fluid however busy it is."""
+    worker = Worker(fn, *args, progress=on_progress is not None, low_priority=long_job, **kwargs)
     if on_progress is not None:
         worker.signals.progress.connect(on_progress)
     if on_done is not None:
@@ -77,8 +118,21 @@ def run_task(
     worker.signals.done.connect(lambda _r: _running.discard(worker))
     worker.signals.failed.connect(lambda _e: _running.discard(worker))
     _running.add(worker)
-    (pool or QThreadPool.globalInstance()).start(worker)
+    (job_pool() if long_job else QThreadPool.globalInstance()).start(worker)
     return worker
+
+
+def relay(signal) -> Callable[..., None]:
+    """A plain callback for Qt-free code (jobs) that emits `signal`, and stays harmless once the page
+    that owns the signal has been closed."""
+
+    def emit(*args: Any) -> None:
+        try:
+            signal.emit(*args)
+        except RuntimeError:
+            pass  # the window closed while the job was still reporting
+
+    return emit
 
 
 def describe_error(error: BaseException) -> str:

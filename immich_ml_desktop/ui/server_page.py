@@ -1,0 +1,230 @@
+"""Server page: start/stop Immich's ML service on this machine and watch what it serves."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from immich_ml_desktop.ui.workers import run_task
+from immich_ml_desktop.ui.widgets import Page, label
+
+ROUTE_WORDS = {"local": "on this machine", "forward": "handed on to the forward URL", "unavailable": "not served"}
+
+
+class ServerPage(Page):
+    page_name = "Server"
+    page_tip = "Be Immich's machine-learning service"
+
+    def __init__(self, context, parent: QWidget | None = None) -> None:
+        super().__init__(
+            "ML server",
+            "Immich sends its photos here and gets CLIP and face vectors back, computed on this machine. "
+            "Start the server, then put its URL into Immich (Administration → Settings → Machine Learning) "
+            "or let the app register it.",
+            parent,
+        )
+        self.context = context
+        self.server = None
+        s = context.settings
+
+        form = QFormLayout()
+        self.host = QLineEdit(s.server_host)
+        self.host.setToolTip("127.0.0.1 accepts only this computer; 0.0.0.0 accepts the network (add allowed addresses)")
+        self.port = QSpinBox()
+        self.port.setRange(1, 65535)
+        self.port.setValue(s.server_port)
+        self.port.setToolTip("Immich's ML service listens on 3003 by default")
+        self.allow = QLineEdit(", ".join(s.server_allow))
+        self.allow.setPlaceholderText("e.g. 192.168.1.10, 10.0.0.0/24 (only this computer when empty)")
+        self.allow.setToolTip("Addresses or networks allowed to use the server besides this computer")
+        self.forward = QLineEdit(s.forward_url)
+        self.forward.setPlaceholderText("e.g. http://immich-machine-learning:3003 (optional)")
+        self.forward.setToolTip("Tasks this app does not run (e.g. OCR without its model) are handed on to this ML service")
+        self.preload = QCheckBox("Load the CLIP and face models when the server starts")
+        self.preload.setChecked(bool(s.server_preload))
+        self.preload.setToolTip("The first request is then answered at full speed")
+        form.addRow("&Host", self.host)
+        form.addRow("&Port", self.port)
+        form.addRow("&Allowed", self.allow)
+        form.addRow("&Forward to", self.forward)
+        form.addRow("", self.preload)
+        box = QWidget()
+        box.setLayout(form)
+        box.setMaximumWidth(760)
+        self.body.addWidget(box)
+
+        row = QHBoxLayout()
+        self.start_button = QPushButton("&Start server")
+        self.start_button.setToolTip("Start or stop the ML server (Ctrl+Return)")
+        self.start_button.setShortcut("Ctrl+Return")
+        self.start_button.clicked.connect(self.toggle)
+        self.url_label = QLabel("Not running.")
+        self.url_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.copy_button = QPushButton("Copy URL")
+        self.copy_button.setEnabled(False)
+        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.server.url if self.server else ""))
+        row.addWidget(self.start_button)
+        row.addWidget(self.url_label, 1)
+        row.addWidget(self.copy_button)
+        self.body.addLayout(row)
+
+        stats_box = QGroupBox("Activity")
+        grid = QGridLayout(stats_box)
+        self.stat_labels: dict[str, QLabel] = {}
+        for i, (key, text) in enumerate(
+            (("requests", "Requests served"), ("speed", "Requests per second"), ("mean", "Mean answer time"),
+             ("errors", "Errors"), ("forwarded", "Handed on"), ("per_task", "By task"))
+        ):
+            grid.addWidget(label(text, "hint"), i // 3 * 2, i % 3)
+            value = QLabel("–")
+            value.setStyleSheet("font-size: 16px;")
+            self.stat_labels[key] = value
+            grid.addWidget(value, i // 3 * 2 + 1, i % 3)
+        self.body.addWidget(stats_box)
+
+        tables = QHBoxLayout()
+        self.models_table = self._table(["Model loaded", "Task", "Device", "Idle"])
+        self.routes_table = self._table(["Task", "Type", "Served"])
+        for title, table in (("Models loaded", self.models_table), ("Tasks", self.routes_table)):
+            group = QGroupBox(title)
+            QVBoxLayout(group).addWidget(table)
+            tables.addWidget(group)
+        self.body.addLayout(tables, 1)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(1000)
+        self.timer.timeout.connect(self.refresh)
+
+    @staticmethod
+    def _table(headers: list[str]) -> QTableWidget:
+        table = QTableWidget(0, len(headers))
+        table.setHorizontalHeaderLabels(headers)
+        table.verticalHeader().hide()
+        table.horizontalHeader().setStretchLastSection(True)
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        table.setAlternatingRowColors(True)
+        return table
+
+    # start / stop -----------------------------------------------------------------------------------
+    def toggle(self) -> None:
+        if self.server is None:
+            self.start()
+        else:
+            self.stop()
+
+    def start(self) -> None:
+        allow = [a.strip() for a in self.allow.text().replace(";", ",").split(",") if a.strip()]
+        settings = self.context.updated_settings(
+            server_host=self.host.text().strip() or "127.0.0.1",
+            server_port=self.port.value(),
+            server_allow=allow,
+            forward_url=self.forward.text().strip(),
+            server_preload=[self.context.settings.clip_model, self.context.settings.face_model] if self.preload.isChecked() else [],
+        )
+        try:
+            self.context.apply_settings(settings)
+        except (ValueError, OSError) as e:
+            self.message.show_error(str(e))
+            return
+        self.message.clear_message()
+        self._busy("Starting…")
+
+        def start_server():
+            from immich_ml_desktop.immich.ml_server import MlServer
+
+            server = MlServer(
+                self.context.engine(), settings.server_host, settings.server_port,
+                allow=settings.server_allow, forward_url=settings.forward_url,
+            )
+            server.start()
+            try:
+                if settings.server_preload:
+                    server.preload(settings.server_preload)
+            except BaseException:
+                server.stop()
+                raise
+            return server
+
+        run_task(start_server, on_done=self._started, on_error=self._failed)
+
+    def _started(self, server) -> None:
+        self.server = server
+        self.start_button.setEnabled(True)
+        self.start_button.setText("&Stop server")
+        self.url_label.setText(f"Running at <b>{server.url}</b>")
+        self.copy_button.setEnabled(True)
+        self._set_fields_enabled(False)
+        self.context.status.emit(f"ML server running at {server.url}")
+        self.timer.start()
+        self.refresh()
+
+    def _failed(self, error: BaseException) -> None:
+        self.start_button.setEnabled(True)
+        self.start_button.setText("&Start server")
+        self.url_label.setText("Not running.")
+        self.message.show_error(error)
+
+    def stop(self) -> None:
+        server, self.server = self.server, None
+        self.timer.stop()
+        self._busy("Stopping…")
+        run_task(server.stop, on_done=lambda _r: self._stopped(), on_error=self._failed)
+
+    def _stopped(self) -> None:
+        self.start_button.setEnabled(True)
+        self.start_button.setText("&Start server")
+        self.url_label.setText("Not running.")
+        self.copy_button.setEnabled(False)
+        self._set_fields_enabled(True)
+        self.context.status.emit("ML server stopped")
+
+    def _busy(self, text: str) -> None:
+        self.start_button.setEnabled(False)
+        self.url_label.setText(text)
+
+    def _set_fields_enabled(self, enabled: bool) -> None:
+        for w in (self.host, self.port, self.allow, self.forward, self.preload):
+            w.setEnabled(enabled)
+
+    # live figures -----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        if self.server is None:
+            return
+        stats = self.server.stats
+        self.stat_labels["requests"].setText(f"{stats.requests:,}")
+        self.stat_labels["speed"].setText(f"{stats.requests_per_second:.1f}")
+        self.stat_labels["mean"].setText(f"{stats.mean_ms:.0f} ms" if stats.requests else "–")
+        self.stat_labels["errors"].setText(f"{stats.errors:,}")
+        self.stat_labels["forwarded"].setText(f"{stats.forwarded:,}")
+        self.stat_labels["per_task"].setText(", ".join(f"{k} {v}" for k, v in sorted(stats.per_task.items())) or "–")
+        models = self.server.engine.loaded_models()
+        self.models_table.setRowCount(len(models))
+        for r, m in enumerate(models):
+            for c, value in enumerate((m["name"], f"{m['task']} / {m['type']}", m["device"] or "", f"{m['idle_seconds']:.0f} s")):
+                self.models_table.setItem(r, c, QTableWidgetItem(str(value)))
+        routes = self.server.served_tasks()
+        self.routes_table.setRowCount(len(routes))
+        for r, route in enumerate(routes):
+            for c, value in enumerate((route["task"], route["type"], ROUTE_WORDS.get(route["route"], route["route"]))):
+                self.routes_table.setItem(r, c, QTableWidgetItem(value))
+
+    def shutdown(self) -> None:
+        self.timer.stop()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
