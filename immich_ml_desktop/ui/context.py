@@ -45,6 +45,7 @@ class AppContext(QObject):
         self._store: LibraryStore | None = None
         self._store_lock = threading.Lock()
         self.is_warm = False
+        self.immich_key: str | None = None  # this session's key when the OS has no keyring
         self.download_progress: Any = None  # set by the Settings page: shows model downloads
 
     # engine ---------------------------------------------------------------------------------------
@@ -84,6 +85,27 @@ class AppContext(QObject):
                     self._store.close()
                 self._store = LibraryStore(self.settings.library_path)
             return self._store
+
+    # immich -----------------------------------------------------------------------------------------
+    def immich_client(self):
+        """A client for the connected Immich server (any thread; the caller closes it)."""
+        from immich_ml_desktop.errors import InvalidInputError
+        from immich_ml_desktop.immich.client import ImmichClient
+        from immich_ml_desktop.immich.credentials import saved_api_key
+
+        url = self.settings.immich_url
+        if not url:
+            raise InvalidInputError("Connect to your Immich server first (Connect… button).")
+        key = self.immich_key or saved_api_key(url)
+        if not key:
+            raise InvalidInputError("No API key for this Immich server: press Connect… and enter one.")
+        client = ImmichClient(url, key)
+        try:
+            client.check_version()
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     # settings -------------------------------------------------------------------------------------
     def apply_settings(self, new: Settings) -> None:

@@ -103,7 +103,10 @@ class LibraryPage(Page):
         self.index_button.setToolTip("Index new and changed photos in these folders (Ctrl+I)")
         self.index_button.setShortcut("Ctrl+I")
         self.index_button.setMinimumWidth(120)
-        self.index_button.clicked.connect(self.start_index)
+        self.index_button.clicked.connect(lambda: self.start_index())
+        self.immich_button = QPushButton("Index I&mmich")
+        self.immich_button.setToolTip("Index the photos of the connected Immich server (its previews, as Immich's ML sees them)")
+        self.immich_button.clicked.connect(lambda: self.start_index(immich=True))
         self.pause_button = QPushButton("&Pause")
         self.pause_button.setToolTip("Pause or resume indexing (Ctrl+P)")
         self.pause_button.setShortcut("Ctrl+P")
@@ -111,7 +114,7 @@ class LibraryPage(Page):
         self.cancel_button = QPushButton("&Cancel")
         self.cancel_button.setToolTip("Stop indexing; what is done is kept and the next run continues from there")
         self.cancel_button.clicked.connect(self.cancel_index)
-        for b in (self.index_button, self.pause_button, self.cancel_button):
+        for b in (self.index_button, self.immich_button, self.pause_button, self.cancel_button):
             controls.addWidget(b)
         controls.addStretch(1)
         top.addLayout(controls)
@@ -198,42 +201,64 @@ class LibraryPage(Page):
         self._show_folders()
 
     # the index job ------------------------------------------------------------------------------------
-    def start_index(self) -> None:
+    def start_index(self, immich: bool = False) -> None:
         from immich_ml_desktop.library.folders import FolderSource
-        from immich_ml_desktop.services.index import IndexJob
 
         settings = self.context.settings
-        if not settings.library_folders:
+        if immich and not settings.immich_url:
+            self.message.show_error("Connect to your Immich server first (Push page → Connect…).")
+            return
+        if not immich and not settings.library_folders:
             self.message.show_error("Add a folder of photos first (Add folder…), then press Index.")
             return
         self.message.clear_message()
-        try:
-            source = FolderSource(settings.library_folders)
-        except Exception as e:  # noqa: BLE001 - UserError from the source, shown in place
-            self.message.show_error(e)
-            return
+        source = None  # Immich's source needs a connection: made on the worker
+        if not immich:
+            try:
+                source = FolderSource(settings.library_folders)
+            except Exception as e:  # noqa: BLE001 - UserError from the source, shown in place
+                self.message.show_error(e)
+                return
         self.progress.setRange(0, 0)  # busy until the scan says how many
         self.speed_label.setText(STATE_WORDS["scanning"])
         self._set_running(True)
 
         def run():
-            # The store and the Engine are opened here, off the GUI thread (device discovery takes a second).
-            job = IndexJob(
-                self.context.library(), self.context.engine(), source,
-                clip_model=settings.clip_model, face_model=settings.face_model,
-                face_min_score=settings.face_min_score,
-                progress=relay(self.signals.progress), failure=relay(self.signals.failure),
-            )
-            self.job = job  # from here on the buttons reach the job directly
-            if self._want_cancel:
-                job.cancel()
-            elif self._want_pause:
-                job.pause()
-            return job.run()
+            # The store, the Engine and the Immich connection are opened here, off the GUI thread.
+            client = None
+            if immich:
+                from immich_ml_desktop.library.immich_source import ImmichSource
+
+                client = self.context.immich_client()
+                job_source = ImmichSource(client)
+            else:
+                job_source = source
+            try:
+                return self._run_job(job_source, settings)
+            finally:
+                if client is not None:
+                    client.close()
 
         self._want_cancel = self._want_pause = False
         self.grid_timer.start()
         run_task(run, on_done=self._finished, on_error=self._failed, long_job=True)
+
+    def _run_job(self, source, settings):
+        """Runs on the job pool: build the job (store and Engine open off the GUI thread) and run it."""
+        from immich_ml_desktop.services.index import IndexJob
+
+        job = IndexJob(
+            self.context.library(), self.context.engine(), source,
+            clip_model=settings.clip_model, face_model=settings.face_model,
+            face_min_score=settings.face_min_score,
+            progress=relay(self.signals.progress), failure=relay(self.signals.failure),
+        )
+        self.job = job  # from here on the buttons reach the job directly
+        if self._want_cancel:
+            job.cancel()
+        elif self._want_pause:
+            job.pause()
+        return job.run()
 
     def toggle_pause(self) -> None:
         paused = self._want_pause = not self._want_pause
@@ -312,6 +337,7 @@ class LibraryPage(Page):
 
     def _set_running(self, running: bool) -> None:
         self.index_button.setEnabled(not running)
+        self.immich_button.setEnabled(not running)
         self.pause_button.setEnabled(running)
         self.cancel_button.setEnabled(running)
         self.add_button.setEnabled(not running)

@@ -97,6 +97,24 @@ class ServerPage(Page):
             grid.addWidget(value, i // 3 * 2 + 1, i % 3)
         self.body.addWidget(stats_box)
 
+        immich_box = QGroupBox("Immich")
+        immich_row = QHBoxLayout(immich_box)
+        self.register_button = QPushButton("&Register in Immich")
+        self.register_button.setToolTip("Put this server's URL first in Immich's machine-learning URLs (admin key); "
+                                        "Immich's own service stays as a fallback")
+        self.register_button.clicked.connect(lambda: self.immich_action("register"))
+        self.unregister_button = QPushButton("U&nregister")
+        self.unregister_button.setToolTip("Take this server's URL out of Immich's machine-learning URLs")
+        self.unregister_button.clicked.connect(lambda: self.immich_action("unregister"))
+        self.jobs_button = QPushButton("Start &jobs")
+        self.jobs_button.setToolTip("Start Immich's Smart Search and Face Detection jobs for assets that miss them")
+        self.jobs_button.clicked.connect(lambda: self.immich_action("jobs"))
+        self.immich_label = label("Connect to Immich on the Push page to register this server and start jobs.", "hint")
+        for b in (self.register_button, self.unregister_button, self.jobs_button):
+            immich_row.addWidget(b)
+        immich_row.addWidget(self.immich_label, 1)
+        self.body.addWidget(immich_box)
+
         tables = QHBoxLayout()
         self.models_table = self._table(["Model loaded", "Task", "Device", "Idle"])
         self.routes_table = self._table(["Task", "Type", "Served"])
@@ -222,6 +240,29 @@ class ServerPage(Page):
         for r, route in enumerate(routes):
             for c, value in enumerate((route["task"], route["type"], ROUTE_WORDS.get(route["route"], route["route"]))):
                 self.routes_table.setItem(r, c, QTableWidgetItem(value))
+
+    # Immich ---------------------------------------------------------------------------------------------
+    def immich_action(self, what: str) -> None:
+        settings = self.context.settings
+        port = self.server.port if self.server is not None else settings.server_port
+        self.immich_label.setText("Talking to Immich…")
+
+        def act() -> str:
+            from immich_ml_desktop.services import immich_ml
+
+            with self.context.immich_client() as client:
+                ml_url = immich_ml.reachable_url(client.base_url, port, settings.server_host)
+                if what == "register":
+                    urls, changed = immich_ml.register_url(client, ml_url)
+                    return ("Registered" if changed else "Already first") + ": Immich's ML URLs are " + ", ".join(urls)
+                if what == "unregister":
+                    urls, changed = immich_ml.unregister_url(client, ml_url)
+                    return ("Unregistered" if changed else f"{ml_url} was not registered") + "; ML URLs: " + ", ".join(urls)
+                counts = immich_ml.start_jobs(client, ["smartSearch", "faceDetection"])
+                return "Jobs started: " + "; ".join(f"{c.name} {c.waiting} waiting, {c.active} active" for c in counts)
+
+        run_task(act, on_done=self.immich_label.setText,
+                 on_error=lambda e: (self.immich_label.setText(""), self.message.show_error(e)))
 
     def shutdown(self) -> None:
         self.timer.stop()
