@@ -395,6 +395,18 @@ def test_preload_and_served_tasks(cpu_engine: Engine) -> None:
     assert set(r["route"] for r in forwarding.served_tasks()) <= {"local", "forward"}
 
 
+def test_preload_downloads_a_catalogued_model(models_dir: Path, work_dir: Path, tmp_path: Path) -> None:
+    """A catalogued model missing from the cache is fetched first (here the hub is off, so the attempt
+    ends in a DownloadError that says why, and nothing is written to the shared packs)."""
+    from immich_ml_desktop.errors import DownloadError
+
+    with Engine([tmp_path, models_dir], "cpu", work_dir=work_dir, allow_downloads=True) as engine:
+        with pytest.raises(DownloadError, match="ViT-B-32__openai"):
+            MlServer(engine).preload(["ViT-B-32__openai"])
+        with pytest.raises(Exception, match="no model of that name"):
+            MlServer(engine).preload(["not-in-any-catalogue"])
+
+
 def test_serve_command(models_dir: Path, jpeg: bytes, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

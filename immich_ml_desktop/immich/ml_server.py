@@ -278,23 +278,26 @@ class MlServer:
         return routes
 
     def preload(self, names: Iterable[str]) -> list[str]:
-        """Load every model type found in the cache under each name (e.g. both CLIP encoders);
-        returns "task/type/name" of each loaded model. Raises ModelNotFoundError for an unknown name."""
+        """Load every model type found in the cache under each name (e.g. both CLIP encoders), or, for a
+        catalogued model not yet downloaded, download and load it when downloads are allowed; returns
+        "task/type/name" of each loaded model. Raises ModelNotFoundError for a name found nowhere."""
         loaded = []
         for name in names:
-            found = False
-            for task, model_type in served_tasks():
-                model = self.engine.get_model(task, model_type, name, load=False)
-                if model.model_dir.is_dir():
-                    self.engine.get_model(task, model_type, name)
-                    loaded.append(f"{task}/{model_type}/{model.model_name}")
-                    found = True
-            if not found:
+            types = [(t, m) for t, m in served_tasks() if self.engine.get_model(t, m, name, load=False).model_dir.is_dir()]
+            if not types and self.engine.allow_downloads:
+                from immich_ml_desktop.models import catalog
+
+                entry = catalog.lookup(name)
+                types = [(t, m) for t, m in served_tasks() if entry is not None and t == entry.task.value]
+            if not types:
                 caches = ", ".join(str(c) for c in self.engine.cache_dirs)
                 raise ModelNotFoundError(
                     f"Cannot preload {name!r}: no model of that name in {caches}. "
                     f"Run `immich-ml-desktop models download {name}` or check the name."
                 )
+            for task, model_type in types:
+                model = self.engine.get_model(task, model_type, name)
+                loaded.append(f"{task}/{model_type}/{model.model_name}")
         return loaded
 
     # running ------------------------------------------------------------------------------------
