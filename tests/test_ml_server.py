@@ -315,6 +315,24 @@ def test_32_concurrent_requests_all_answered(server: MlServer, cpu_engine: Engin
             np.testing.assert_allclose(vector(body["clip"]), expected_image, atol=1e-6)
 
 
+def test_search_text_does_not_queue_behind_image_work(cpu_engine: Engine, jpeg: bytes) -> None:
+    with MlServer(cpu_engine, "127.0.0.1", 0, workers=1) as srv:
+        finished: dict[str, float] = {}
+
+        def send(key: str, entries: dict, **kw: object) -> None:
+            with httpx.Client(base_url=srv.url, timeout=120) as c:
+                assert predict(c, entries, **kw).status_code == 200
+            finished[key] = time.monotonic()
+
+        with ThreadPoolExecutor(5) as pool:
+            faces = [pool.submit(send, f"faces{i}", FACES, image=jpeg) for i in range(4)]
+            time.sleep(0.3)  # the four face requests now hold the only image thread and its queue
+            text = pool.submit(send, "text", {"clip": {"textual": {"modelName": CLIP_PACK}}}, text="a cat")
+            for f in [*faces, text]:
+                f.result()
+        assert finished["text"] < max(finished[f"faces{i}"] for i in range(4))
+
+
 def test_hostile_requests_never_crash(server: MlServer) -> None:
     for raw in (
         b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",

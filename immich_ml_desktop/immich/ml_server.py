@@ -231,6 +231,7 @@ class MlServer:
         self.body_timeout = body_timeout
         self._stats = _StatsRecorder()
         self._pool: ThreadPoolExecutor | None = None
+        self._text_pool: ThreadPoolExecutor | None = None
         self._forward_client: httpx.AsyncClient | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -338,6 +339,9 @@ class MlServer:
             raise RuntimeError("MlServer is already running")
         sock = self._bind()
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ml-infer")
+        # Search text is someone waiting at Immich's search box: a lane of its own, so it never queues
+        # behind seconds of face or OCR work from an indexing job.
+        self._text_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-text")
         self._uvicorn = self._uvicorn_server()
         self._error = None
         if self.host not in ("127.0.0.1", "::1", "localhost") and not self.networks:
@@ -348,9 +352,10 @@ class MlServer:
         return sock
 
     def _close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = None
+        for pool in (self._pool, self._text_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._text_pool = None
         self._uvicorn = None
 
     def start(self, timeout: float = 10.0) -> None:
@@ -454,7 +459,8 @@ class MlServer:
                 response = await self._forward(body, content_type)
             else:
                 try:
-                    answer = await asyncio.get_running_loop().run_in_executor(self._pool, self._run, entries, image, text)
+                    pool = self._text_pool if image is None else self._pool
+                    answer = await asyncio.get_running_loop().run_in_executor(pool, self._run, entries, image, text)
                     response = Response(answer, media_type="application/json")
                 except _HAND_ON as e:
                     if not can_forward:
