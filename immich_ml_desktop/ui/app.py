@@ -20,6 +20,8 @@ QListWidget#sidebar::item { padding: 6px 12px; }
 QLabel[role="title"] { font-size: 18px; font-weight: 600; }
 QLabel[role="hint"] { color: #5f6670; }
 QLabel[role="error"] { color: #b3261e; }
+QListView::item { padding: 3px; border-radius: 4px; }
+QListView::item:selected { background: #3d8ee6; color: white; }
 QLabel[role="empty"] { color: #5f6670; font-size: 14px; padding: 24px; }
 """
 

@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, QThreadPool, Signal
 from immich_ml_desktop.library.store import LibraryStore
 from immich_ml_desktop.models.engine import Engine
 from immich_ml_desktop.settings import Settings
+from immich_ml_desktop.ui.workers import run_task
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class AppContext(QObject):
             with self._engine_lock:
                 stale, self._engine = self._engine, None
             if stale is not None:
-                self.pool.start(stale.close)  # unloading models can take a moment
+                run_task(stale.close)  # unloading models can take a moment
         self.settings_changed.emit(new)
 
     def updated_settings(self, **changes: Any) -> Settings:

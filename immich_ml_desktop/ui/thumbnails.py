@@ -46,9 +46,11 @@ def load_image(path: str | Path, size: int, crop: Box | None = None, space: tupl
     if crop is not None:
         scale = im.width / space[0] if space and space[0] else 1.0
         x1, y1, x2, y2 = (float(v) * scale for v in crop)
-        side = max(x2 - x1, y2 - y1) * 1.4  # some margin: hair and chin make a face recognisable
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        im = im.crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2)))
+        side = min(max(x2 - x1, y2 - y1) * 1.3, im.width, im.height)  # margin: hair and chin help
+        # A square around the face, shifted inside the photo (no black bars at its edges).
+        left = min(max((x1 + x2 - side) / 2, 0), im.width - side)
+        top = min(max((y1 + y2 - side) / 2, 0), im.height - side)
+        im = im.crop((int(left), int(top), int(left + side), int(top + side)))
     im.thumbnail((size, size), Image.Resampling.BILINEAR)
     data = im.tobytes()
     return QImage(data, im.width, im.height, 3 * im.width, QImage.Format.Format_RGB888).copy()
@@ -70,7 +72,10 @@ class _Load(QRunnable):
         except Exception as e:  # noqa: BLE001 - a broken file shows a blank tile, never an error box
             log.debug("No thumbnail for %s: %s", self.path, e)
             image = None
-        self.signals.loaded.emit(self.key, image)
+        try:
+            self.signals.loaded.emit(self.key, image)
+        except RuntimeError:  # its page closed while this decoded
+            pass
 
 
 class ThumbnailLoader(QObject):
