@@ -41,3 +41,17 @@ def test_settings_page_saves_and_rejects_in_place(qtbot, tmp_path: Path, models_
     assert page.apply()
     assert Settings.load().threads == 3
     assert "tiny-random-clip" in window.model_label.text()
+
+
+def test_settings_page_offers_the_catalogue_and_shows_download_progress(qtbot, tmp_path: Path, models_dir: Path) -> None:
+    from immich_ml_desktop.models.store import DownloadProgress
+
+    window = make_window(qtbot, ui_settings(tmp_path, models_dir), tmp_path / "w.ini")
+    page = window.page("Settings")
+    assert page.clip_model.findText("ViT-B-32__openai") >= 0 and page.face_model.findText("buffalo_l") >= 0
+    assert page.clip_model.findText("tiny-random-clip") < page.clip_model.findText("ViT-B-32__openai"), "on disk first"
+    window.show_page("Settings")
+    # What the model store reports from its download thread arrives on the GUI thread as a progress bar.
+    page._report_download(DownloadProgress("ViT-B-32__openai", "downloading", "visual/model.onnx", 0, 0, 50_000_000, 200_000_000))
+    qtbot.waitUntil(lambda: page.download_bar.isVisible())
+    assert page.download_bar.value() == 250 and "50 of 200 MB" in page.download_bar.text()

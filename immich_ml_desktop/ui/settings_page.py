@@ -27,12 +27,17 @@ TASK_DIRS = {"clip": "clip", "face": "facial-recognition"}
 
 
 def known_models(settings: Settings, kind: str) -> list[str]:
-    """Models on disk in every cache folder, without duplicates."""
+    """Models on disk in every cache folder first, then the rest of Immich's catalogue, without duplicates."""
+    from immich_ml_desktop.models import catalog
+    from immich_ml_desktop.models.base import ModelTask
+
     names: list[str] = []
     for root in [settings.model_cache_dir, *settings.extra_model_dirs]:
         folder = Path(root) / TASK_DIRS[kind]
         if folder.is_dir():
             names += sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    task = ModelTask.SEARCH if kind == "clip" else ModelTask.FACIAL_RECOGNITION
+    names += [e.name for e in catalog.entries(task)]
     return list(dict.fromkeys(names))
 
 
@@ -205,12 +210,9 @@ class SettingsPage(Page):
         return True
 
     # downloads --------------------------------------------------------------------------------------
-    def _report_download(self, *args, **kwargs) -> None:
-        """Called from a download thread with (name, done, total) in some form; forwarded to the GUI."""
-        name = str(kwargs.get("name", args[0] if args else "model"))
-        done = int(kwargs.get("done", args[1] if len(args) > 1 else 0) or 0)
-        total = int(kwargs.get("total", args[2] if len(args) > 2 else 0) or 0)
-        self._download_signals.progress.emit(name, done, total)
+    def _report_download(self, p) -> None:
+        """The model store's DownloadProgress, from a download thread; shown on the GUI thread."""
+        self._download_signals.progress.emit(p.model, int(p.done), int(p.total))
 
     def _show_download(self, name: str, done: int, total: int) -> None:
         self.download_bar.show()
