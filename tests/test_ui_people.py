@@ -129,3 +129,33 @@ def test_people_page_empty_state(qtbot, tmp_path: Path, models_dir: Path) -> Non
     assert "Library page" in page.empty.text()
     page.merge_selected()
     assert "Select two or more" in page.message.text()
+
+
+def test_a_grid_of_thousands_of_faces_stays_quick(qtbot, tmp_path: Path, photos_dir: Path) -> None:
+    """5,000 face tiles: filling the grid and painting a scrolled screenful each take well under 100 ms;
+    only the visible tiles ask for pixels."""
+    import time
+
+    from immich_ml_desktop.ui.photo_grid import PhotoGrid, Tile
+    from immich_ml_desktop.ui.thumbnails import ThumbnailLoader
+
+    photo = str(photos_dir / FACE_PHOTOS[0])
+    loader = ThumbnailLoader(size=112)
+    grid = PhotoGrid(loader)
+    qtbot.addWidget(grid)
+    grid.resize(900, 700)
+    grid.show()
+    tiles = [Tile(key=f"f{i}", path=photo, title=f"#{i}", crop=(100 + i % 50, 100, 300, 300), space=None) for i in range(5000)]
+    started = time.perf_counter()
+    grid.grid_model.set_tiles(tiles)
+    qtbot.wait(1)
+    filled_ms = (time.perf_counter() - started) * 1000
+    grid.verticalScrollBar().setValue(grid.verticalScrollBar().maximum() // 2)
+    started = time.perf_counter()
+    grid.viewport().repaint()
+    paint_ms = (time.perf_counter() - started) * 1000
+    assert filled_ms < 100 and paint_ms < 100, (filled_ms, paint_ms)
+    requested = len(loader._pending) + len(loader._cache)
+    assert 0 < requested < 300, f"{requested} tiles asked for pixels; only the visible ones should"
+    loader.clear()
+    loader.wait()
