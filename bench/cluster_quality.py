@@ -58,10 +58,13 @@ def scores(truth: np.ndarray, labels: np.ndarray, photos: np.ndarray) -> dict[st
     (_, fp), (fn, tp) = pair_confusion_matrix(truth, pred) / 2
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
-    c = contingency_matrix(truth, pred, sparse=False).astype(np.float64)
+    c = contingency_matrix(truth, pred, sparse=True).tocoo()
     # BCubed: each face's share of its group that is its identity, and of its identity that is its group.
-    b_precision = (c**2 / c.sum(axis=0, keepdims=True)).sum() / c.sum()
-    b_recall = (c**2 / c.sum(axis=1, keepdims=True)).sum() / c.sum()
+    cells = c.data.astype(np.float64)
+    group_size = np.asarray(c.sum(axis=0)).ravel()[c.col]
+    identity_size = np.asarray(c.sum(axis=1)).ravel()[c.row]
+    b_precision = (cells**2 / group_size).sum() / cells.sum()
+    b_recall = (cells**2 / identity_size).sum() / cells.sum()
     same_photo = 0
     for g in np.unique(labels[labels != UNASSIGNED]):
         members = photos[labels == g]

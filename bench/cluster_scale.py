@@ -2,13 +2,15 @@
 
     python bench/cluster_scale.py [--sizes 2000,10000,100000] [--algorithm default|immich|both]
 
-Each size runs in a fresh process so that the peak RSS printed is that run's own.
+Each size runs in a fresh process so that the peak RSS printed is that run's own; "load" is the machine's
+1-minute load average after the run (other work on the 2 cores slows the figures down).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,13 +33,22 @@ def _one(size: int, algorithm: str, repeats: int) -> dict:
         labels = group_faces(vectors, photos) if algorithm == "default" else immich_cluster(vectors)
         times.append(time.perf_counter() - start)
     groups = len(set(labels[labels != UNASSIGNED].tolist()))
+    from cluster_quality import scores
+
+    people = len(set(truth[truth >= 0].tolist()))
+    truth = truth.copy()
+    truth[truth < 0] = truth.max() + 1 + np.arange((truth < 0).sum())  # each stranger is their own identity
+    quality = scores(truth, labels, photos)
     return {
+        "bcubed_f": quality["BF"],
+        "same_photo": quality["same_photo"],
         "faces": size,
         "algorithm": algorithm,
         "seconds": float(np.median(times)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "groups": groups,
-        "true_people": len(set(truth[truth >= 0].tolist())),
+        "true_people": people,
+        "load": os.getloadavg()[0],
         "unassigned": int((labels == UNASSIGNED).sum()),
     }
 
@@ -55,7 +66,7 @@ def main() -> None:
     algorithms = ["default", "immich"] if args.algorithm == "both" else [args.algorithm]
     baseline_memory = _baseline_rss()
     print(f"interpreter + numpy/scipy/sklearn imports alone: {baseline_memory:.0f} MB peak RSS")
-    print(f"{'faces':>8} {'algorithm':>9} {'median s':>9} {'peak RSS MB':>12} {'groups':>7} {'people':>7} {'unassigned':>10}")
+    print(f"{'faces':>8} {'algorithm':>9} {'median s':>9} {'peak RSS MB':>12} {'groups':>7} {'people':>7} {'unassigned':>10} {'B3 F':>6} {'same-photo':>10} {'load':>5}")
     for size in [int(s) for s in args.sizes.split(",")]:
         for algorithm in algorithms:
             repeats = args.repeats if size < 20_000 else 1
@@ -65,7 +76,7 @@ def main() -> None:
             ).stdout
             r = json.loads(out.strip().splitlines()[-1])
             print(f"{r['faces']:>8} {r['algorithm']:>9} {r['seconds']:>9.2f} {r['peak_rss_mb']:>12.0f} "
-                  f"{r['groups']:>7} {r['true_people']:>7} {r['unassigned']:>10}", flush=True)
+                  f"{r['groups']:>7} {r['true_people']:>7} {r['unassigned']:>10} {r['bcubed_f']:>6.3f} {r['same_photo']:>10} {r['load']:>5.1f}", flush=True)
 
 
 def _baseline_rss() -> float:

@@ -140,3 +140,15 @@ def test_synthetic_library_groups_well_and_fast() -> None:
     for p in set(photos.tolist()):
         members = labels[(photos == p) & grouped]
         assert len(members) == len(set(members.tolist()))
+
+
+def test_blocks_too_big_for_one_linkage_are_split_and_joined_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import immich_ml_desktop.library.clustering as clustering
+
+    monkeypatch.setattr(clustering, "BLOCK_LIMIT", 16)  # forces 2-means splits of the 60-face block
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal(128), rng.standard_normal(128)
+    vectors = np.concatenate([a + 0.3 * rng.standard_normal((40, 128)), b + 0.3 * rng.standard_normal((20, 128))])
+    labels = group_faces(vectors, np.arange(60), GroupingParams(link_distance=0.9, join_distance=0.9))
+    assert len(set(labels[:40].tolist())) == 1 and len(set(labels[40:].tolist())) == 1
+    assert labels[0] != labels[40] and UNASSIGNED not in labels

@@ -336,9 +336,10 @@ def _cluster_block(unit: np.ndarray, photos: np.ndarray, block: np.ndarray, para
     if block.size < 2:
         return []
     if block.size > BLOCK_LIMIT:
-        # Too big for one linkage: split in two by 2-means and cluster the halves. A person cut in two
-        # shows up as two close groups, which the review's merge suggestions offer to join.
-        return [s for half in _split(unit, block) for s in _cluster_block(unit, photos, half, params)]
+        # Too big for one linkage: split in two by 2-means, cluster the halves, then join the sets a
+        # split cut apart with the same rules, at the level of sets.
+        sets = [s for half in _split(unit, block) for s in _cluster_block(unit, photos, half, params)]
+        return _join_sets(unit, photos, sets, params)
     if block.size == 2:
         a, b = block
         if 1.0 - float(unit[a] @ unit[b]) <= params.link_distance and photos[a] != photos[b]:
@@ -348,6 +349,44 @@ def _cluster_block(unit: np.ndarray, photos: np.ndarray, block: np.ndarray, para
     square = np.clip(1.0 - v @ v.T, 0.0, 2.0).astype(np.float64)
     merges = linkage(squareform(square, checks=False), method="average")
     return [block[m] for m in _constrained_cut(merges, v.astype(np.float64), photos[block], params) if len(m) >= 2]
+
+
+def _join_sets(unit: np.ndarray, photos: np.ndarray, sets: list[np.ndarray], params: GroupingParams) -> list[np.ndarray]:
+    """Average linkage over whole sets (their distance is 1 - dot of their means), closest pair first,
+    under the rules of `_constrained_cut`."""
+    sets = list(sets)
+    if len(sets) < 2:
+        return sets
+    sums = np.stack([unit[s].astype(np.float64).sum(axis=0) for s in sets])
+    counts = np.array([len(s) for s in sets], dtype=np.float64)
+    seen = [set(photos[s].tolist()) for s in sets]
+    alive = np.ones(len(sets), dtype=bool)
+    distance = 1.0 - (sums @ sums.T) / np.outer(counts, counts)
+    np.fill_diagonal(distance, np.inf)
+    while True:
+        flat = int(np.argmin(distance))
+        i, j = divmod(flat, len(sets))
+        if distance[i, j] > params.link_distance:
+            return [sets[k] for k in np.flatnonzero(alive)]
+        ok = seen[i].isdisjoint(seen[j]) and not (
+            min(counts[i], counts[j]) >= params.separate_size
+            and distance[i, j] > params.separation + max(_spread(sums[i], int(counts[i])), _spread(sums[j], int(counts[j])))
+        )
+        if not ok:
+            distance[i, j] = distance[j, i] = np.inf
+            continue
+        sets[i] = np.concatenate([sets[i], sets[j]])
+        sums[i] += sums[j]
+        counts[i] += counts[j]
+        seen[i] |= seen[j]
+        alive[j] = False
+        distance[j, :] = distance[:, j] = np.inf
+        row = 1.0 - (sums @ sums[i]) / (counts * counts[i])
+        row[~alive] = np.inf
+        row[i] = np.inf
+        blocked = np.isinf(distance[i])  # pairs refused before stay refused (the rules only get stricter)
+        row[blocked & alive] = np.inf
+        distance[i, :] = distance[:, i] = row
 
 
 def _split(unit: np.ndarray, block: np.ndarray) -> list[np.ndarray]:
