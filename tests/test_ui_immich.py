@@ -99,6 +99,11 @@ def test_server_page_registers_and_starts_jobs(qtbot, tmp_path: Path, models_dir
     assert urls[0].endswith(":3999") and len(urls) >= 2
     page.jobs_button.click()
     wait_until(qtbot, lambda: page.immich_label.text().startswith("Jobs started"), timeout=15)
+    assert "smartSearch:" in page.immich_label.text() and "faceDetection:" in page.immich_label.text()
+    assert page.queue_timer.isActive()
+    page.refresh_queues()
+    wait_until(qtbot, lambda: not page.immich_label.text().startswith("Jobs started"), timeout=15)
+    assert "smartSearch:" in page.immich_label.text()
     page.unregister_button.click()
     wait_until(qtbot, lambda: page.immich_label.text().startswith("Unregistered"), timeout=15)
     assert not any(u.endswith(":3999") for u in immich.config["machineLearning"]["urls"])

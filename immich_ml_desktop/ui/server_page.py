@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from immich_ml_desktop.ui.workers import run_task
 from immich_ml_desktop.ui.widgets import Page, label
 
+JOBS = ("smartSearch", "faceDetection")  # Immich's jobs that call the ML service first
 ROUTE_WORDS = {"local": "on this machine", "forward": "handed on to the forward URL", "unavailable": "not served"}
 
 
@@ -125,6 +126,12 @@ class ServerPage(Page):
             tables.addWidget(group)
         self.body.addLayout(tables, 1)
 
+        from immich_ml_desktop.services.immich_ml import QueueWatch
+
+        self.queue_watch = QueueWatch()
+        self.queue_timer = QTimer(self)
+        self.queue_timer.setInterval(5000)
+        self.queue_timer.timeout.connect(self.refresh_queues)
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
         self.timer.timeout.connect(self.refresh)
@@ -261,14 +268,48 @@ class ServerPage(Page):
                 if what == "unregister":
                     urls, changed = immich_ml.unregister_url(client, ml_url)
                     return ("Unregistered" if changed else f"{ml_url} was not registered") + "; ML URLs: " + ", ".join(urls)
-                counts = immich_ml.start_jobs(client, ["smartSearch", "faceDetection"])
-                return "Jobs started: " + "; ".join(f"{c.name} {c.waiting} waiting, {c.active} active" for c in counts)
+                immich_ml.start_jobs(client, list(JOBS))
+                return "Jobs started. " + self._queue_text(immich_ml.queue_counts(client, JOBS))
 
-        run_task(act, on_done=self.immich_label.setText,
-                 on_error=lambda e: (self.immich_label.setText(""), self.message.show_error(e)))
+        def done(text: str) -> None:
+            self.immich_label.setText(text)
+            if what == "jobs":
+                self.queue_timer.start()
+
+        run_task(act, on_done=done, on_error=lambda e: (self.immich_label.setText(""), self.message.show_error(e)))
+
+    def _queue_text(self, counts) -> str:
+        parts = []
+        for c in counts:
+            eta, rate = self.queue_watch.eta(c), self.queue_watch.rate(c)
+            text = f"{c.name}: {c.waiting} waiting, {c.active} active, {c.completed} done"
+            if rate:
+                text += f", {rate:.1f}/s"
+            if eta:
+                text += f", about {eta / 60:.0f} min left" if eta >= 90 else f", about {eta:.0f} s left"
+            parts.append(text)
+        return "; ".join(parts)
+
+    def refresh_queues(self) -> None:
+        """Immich's ML queues (and, next to them, our own request rate in Activity), every few seconds."""
+        def read() -> tuple[str, bool]:
+            from immich_ml_desktop.services import immich_ml
+
+            with self.context.immich_client() as client:
+                counts = immich_ml.queue_counts(client, JOBS)
+            return self._queue_text(counts), all(c.remaining == 0 for c in counts)
+
+        def show(result) -> None:
+            text, finished = result
+            self.immich_label.setText(("Immich's jobs are done. " if finished else "") + text)
+            if finished:
+                self.queue_timer.stop()
+
+        run_task(read, on_done=show, on_error=lambda e: (self.queue_timer.stop(), self.message.show_error(e)))
 
     def shutdown(self) -> None:
         self.timer.stop()
+        self.queue_timer.stop()
         if self.server is not None:
             self.server.stop()
             self.server = None
