@@ -152,3 +152,29 @@ def test_blocks_too_big_for_one_linkage_are_split_and_joined_again(monkeypatch: 
     labels = group_faces(vectors, np.arange(60), GroupingParams(link_distance=0.9, join_distance=0.9))
     assert len(set(labels[:40].tolist())) == 1 and len(set(labels[40:].tolist())) == 1
     assert labels[0] != labels[40] and UNASSIGNED not in labels
+
+
+def test_cell_search_finds_the_neighbours_of_large_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The k-means cell search (used above EXACT_SEARCH_LIMIT faces) against the exact search."""
+    import sys
+    from pathlib import Path
+
+    import immich_ml_desktop.library.clustering as clustering
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from synthetic_faces import clustered_faces
+
+    vectors, truth, photos = clustered_faces(4000, 80, seed=9)
+    unit = clustering.unit_rows(vectors)
+    exact_d, _ = clustering.NeighbourIndex(unit).knn(10)
+    monkeypatch.setattr(clustering, "EXACT_SEARCH_LIMIT", 1000)
+    monkeypatch.setattr(clustering.NeighbourIndex, "CELL_CAP", 200)  # also cuts the big people's cells
+    index = clustering.NeighbourIndex(unit)
+    assert index._cells is not None
+    cell_d, cell_i = index.knn(10)
+    assert (cell_i[:, 0] == np.arange(4000)).mean() > 0.99  # a face's nearest face is itself
+    near = exact_d <= 0.5
+    assert (cell_d[near] <= 0.5).mean() > 0.95  # nearly every close neighbour is found
+    labels = group_faces(vectors, photos)
+    for g in set(labels[labels != UNASSIGNED].tolist()):
+        assert len(set(truth[labels == g].tolist())) == 1

@@ -31,43 +31,73 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 class NeighbourIndex:
     """The nearest faces of every face by cosine distance, with matrix products (BLAS) throughout.
 
-    Up to `EXACT_SEARCH_LIMIT` faces the search is exact. Above, the faces are first partitioned into
-    cells by k-means (scikit-learn) and each cell's faces are compared with the faces of the `PROBES` cells
-    nearest to it, which finds nearly all near neighbours of face vectors (people form tight clusters) at a
-    small fraction of the cost of comparing every pair.
+    Up to `EXACT_SEARCH_LIMIT` faces the search is exact. Above, the faces are partitioned into cells by
+    k-means (scikit-learn, on a sample), cells larger than `CELL_CAP` are cut into random pieces, and
+    each face is compared with the faces of the `PROBES` cells whose centres are nearest to it. People
+    form tight clusters, so this finds nearly all near neighbours at a small fraction of the cost of
+    comparing every pair.
     """
 
-    PROBES = 8
+    PROBES = 5
+    CELL_CAP = 2048
 
-    def __init__(self, unit_vectors: np.ndarray, exact_limit: int = EXACT_SEARCH_LIMIT) -> None:
+    def __init__(self, unit_vectors: np.ndarray) -> None:
         self.vectors = np.ascontiguousarray(unit_vectors, dtype=np.float32)
         n = len(self.vectors)
         self._cells: list[np.ndarray] | None = None
-        if n > exact_limit:
+        if n > EXACT_SEARCH_LIMIT:
             from sklearn.cluster import KMeans
 
-            # Coarse cells need no precision: k-means on a sample, then every face to its nearest centre.
-            sample = np.random.default_rng(0).choice(n, size=min(n, 16 * int(np.sqrt(n)) * 4), replace=False)
-            kmeans = KMeans(n_clusters=int(np.sqrt(n)), n_init=1, max_iter=10, random_state=0).fit(self.vectors[sample])
+            n_cells = int(np.sqrt(n))
+            rng = np.random.default_rng(0)
+            sample = rng.choice(n, size=min(n, 16 * n_cells), replace=False)
+            kmeans = KMeans(n_clusters=n_cells, n_init=1, max_iter=10, random_state=0).fit(self.vectors[sample])
             cell_of = np.argmax(self.vectors @ kmeans.cluster_centers_.T.astype(np.float32), axis=1)
             order = np.argsort(cell_of, kind="stable")
-            self._cells = np.split(order, np.flatnonzero(np.diff(cell_of[order])) + 1)
-            centres = np.stack([self.vectors[c].mean(axis=0) for c in self._cells])
-            self._probe = np.argsort(-(centres @ centres.T), axis=1)[:, : self.PROBES]
+            cells = []
+            for members in np.split(order, np.flatnonzero(np.diff(cell_of[order])) + 1):
+                if len(members) > self.CELL_CAP:
+                    # One big person: random pieces whose centres are alike, so faces probe several of them.
+                    members = rng.permutation(members)
+                    cells.extend(np.array_split(members, int(np.ceil(len(members) / self.CELL_CAP))))
+                else:
+                    cells.append(members)
+            self._cells = cells
+            centres = np.stack([self.vectors[c].mean(axis=0) for c in cells])
+            near = self.vectors @ centres.T
+            probes = np.argpartition(-near, min(self.PROBES, len(cells)) - 1, axis=1)[:, : self.PROBES]
+            # A face always searches its own cell (Immich's rules count the face itself as a match).
+            own = np.empty(n, dtype=np.int64)
+            for c, members in enumerate(cells):
+                own[members] = c
+            missing = ~(probes == own[:, None]).any(axis=1)
+            probes[missing, -1] = own[missing]
+            self._probes = probes
 
     def knn(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(distances, indices), each (n, k), nearest first (the face itself included); missing
         neighbours have index -1 and distance inf."""
         n = len(self.vectors)
-        dist = np.full((n, k), np.inf, dtype=np.float32)
-        idx = np.full((n, k), -1, dtype=np.int64)
         if self._cells is None:
+            dist = np.full((n, k), np.inf, dtype=np.float32)
+            idx = np.full((n, k), -1, dtype=np.int64)
             self._search(np.arange(n), np.arange(n), k, dist, idx)
-        else:
-            for c, members in enumerate(self._cells):
-                candidates = np.concatenate([self._cells[p] for p in self._probe[c]])
-                self._search(members, candidates, k, dist, idx)
-        return dist, idx
+            return dist, idx
+        # Each probe rank searches distinct cells, so the ranks' results hold no duplicates to merge.
+        ranks = self._probes.shape[1]
+        dist = np.full((n, ranks * k), np.inf, dtype=np.float32)
+        idx = np.full((n, ranks * k), -1, dtype=np.int64)
+        for r in range(ranks):
+            cell = self._probes[:, r]
+            order = np.argsort(cell, kind="stable")
+            d_r, i_r = dist[:, r * k : (r + 1) * k], idx[:, r * k : (r + 1) * k]
+            part_d = np.full((n, k), np.inf, dtype=np.float32)
+            part_i = np.full((n, k), -1, dtype=np.int64)
+            for queries in np.split(order, np.flatnonzero(np.diff(cell[order])) + 1):
+                self._search(queries, self._cells[int(cell[queries[0]])], k, part_d, part_i)
+            d_r[:], i_r[:] = part_d, part_i
+        best = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(dist, best, axis=1), np.take_along_axis(idx, best, axis=1)
 
     def _search(self, queries: np.ndarray, candidates: np.ndarray, k: int, dist: np.ndarray, idx: np.ndarray) -> None:
         kk = min(k, len(candidates))
