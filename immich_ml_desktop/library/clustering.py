@@ -90,12 +90,9 @@ class NeighbourIndex:
         for r in range(ranks):
             cell = self._probes[:, r]
             order = np.argsort(cell, kind="stable")
-            d_r, i_r = dist[:, r * k : (r + 1) * k], idx[:, r * k : (r + 1) * k]
-            part_d = np.full((n, k), np.inf, dtype=np.float32)
-            part_i = np.full((n, k), -1, dtype=np.int64)
+            d_r, i_r = dist[:, r * k : (r + 1) * k], idx[:, r * k : (r + 1) * k]  # views: written in place
             for queries in np.split(order, np.flatnonzero(np.diff(cell[order])) + 1):
-                self._search(queries, self._cells[int(cell[queries[0]])], k, part_d, part_i)
-            d_r[:], i_r[:] = part_d, part_i
+                self._search(queries, self._cells[int(cell[queries[0]])], k, d_r, i_r)
         best = np.argsort(dist, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(dist, best, axis=1), np.take_along_axis(idx, best, axis=1)
 
@@ -463,8 +460,3 @@ def _constrained_cut(merges: np.ndarray, unit: np.ndarray, photos: np.ndarray, p
         seen[node], members[node], sums[node], ok[node] = seen[large], members[a] + members[b], sums[a] + sums[b], True
         members[a] = members[b] = seen[a] = seen[b] = sums[a] = sums[b] = None
     return [members[i] for i in range(2 * m - 1) if ok[i] and members[i] is not None]
-
-
-def group_similarity(unit: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """Average cosine similarity between two sets of unit vectors (dot product of their means)."""
-    return float(unit[a].mean(axis=0) @ unit[b].mean(axis=0))
