@@ -27,6 +27,7 @@ from immich_ml_desktop.library.store import Asset, AssetResult, LibraryStore
 from immich_ml_desktop.models.base import ModelTask, ModelType
 from immich_ml_desktop.models.engine import Engine, Face
 from immich_ml_desktop.models.images import DecodedImage
+from immich_ml_desktop.services.face_passes import detect_faces_with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ class IndexJob:
             faces: list[Face] | None = None
             if self.face_model:
                 try:
-                    faces = self.engine.faces(self.face_model, p.image, self.face_min_score)  # type: ignore[arg-type]
+                    faces = detect_faces_with_fallback(self.engine, self.face_model, p.image, self.face_min_score)  # type: ignore[arg-type]
                 except Exception as e:  # noqa: BLE001
                     self._fail(p.asset, describe_error(e))
                     continue
