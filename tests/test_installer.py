@@ -143,6 +143,7 @@ def test_linux_dry_run_writes_a_debian_control_file_and_appimage_metadata(capsys
 
 def test_wrong_runtime_for_the_variant_is_refused_with_the_fix():
     """This venv has the CPU onnxruntime: a CUDA build from it must stop and say how to get one."""
+    pytest.importorskip("PyInstaller", reason="PyInstaller is in the `installer` extra, not the test set-up")
     build = build_installer.InstallerBuild("linux", "cuda", dry_run=False)
     with pytest.raises(build_installer.BuildError, match=r"onnxruntime-gpu.*--venv"):
         build.prepare_python()
