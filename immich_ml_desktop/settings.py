@@ -19,7 +19,9 @@ import platformdirs
 log = logging.getLogger(__name__)
 
 APP_NAME = "immich-ml-desktop"
-PRECISIONS = ("f32", "bf16", "f16")
+# OpenVINO inference precision. `auto`: the device's faster precision (bf16 on new CPUs, f16 on GPUs) for
+# each model whose vectors stay interchangeable with Immich's (checked at first load), f32 for the others.
+PRECISIONS = ("auto", "f32", "bf16", "f16")
 
 
 def config_dir() -> Path:
@@ -48,7 +50,7 @@ class Settings:
     """Everything a user can set. Unknown keys in the saved file are ignored, missing ones defaulted."""
 
     device: str = "auto"                 # auto, cpu, cuda, directml, coreml, openvino:CPU, openvino:GPU, ...
-    precision: str = "f32"               # OpenVINO inference precision: f32, bf16, f16 (see README)
+    precision: str = "auto"              # OpenVINO inference precision: auto, f32, bf16, f16 (docs/engine.md)
     threads: int = 0                     # intra-op threads per model; 0 = runtime default (all cores)
     model_cache_dir: str = field(default_factory=lambda: str(default_model_cache_dir()))
     extra_model_dirs: list[str] = field(default_factory=list)  # read-only Immich caches used in place

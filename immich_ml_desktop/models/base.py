@@ -15,7 +15,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+import numpy as np
+
 from immich_ml_desktop.errors import ModelDamagedError, ModelNotFoundError
+from immich_ml_desktop.models.precision import file_key
 from immich_ml_desktop.models.runtime import Device, RuntimeOptions, Session, make_session
 
 log = logging.getLogger(__name__)
@@ -167,7 +170,18 @@ class InferenceModel:
             self.loaded = False
 
     def _make_session(self, path: Path, **kwargs: Any) -> Session:
+        """A session for `path` (the pack's file or a derived copy of it) on the user's device. With
+        `auto` precision, a model that implements `_calibrate` may run in the device's faster precision
+        when that keeps its vectors interchangeable; others run in f32."""
+        if self._calibrate is not None:
+            kwargs.setdefault("calibration", self._calibrate)
+            kwargs.setdefault("verdict_key", f"{self!r}|{file_key(self.model_path)}")
         return make_session(path, self.requested_device, self.runtime_options, **kwargs)
+
+    # Subclasses whose output is a vector may define `_calibrate(self, session) -> np.ndarray`: run the
+    # session on a few real inputs (see `samples.py`) and return one vector per input. It is only called
+    # (with an f32 and a lower-precision session) when the precision is `auto` and the device has one.
+    _calibrate: Callable[[Session], np.ndarray] | None = None
 
     def _load(self) -> Session:
         return self._make_session(self.model_path)

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 from PIL import Image
 
+from immich_ml_desktop.models import samples
 from immich_ml_desktop.models.base import InferenceModel, ModelTask, ModelType
 from immich_ml_desktop.models.batching import batch_matches, batchable_copy, has_batch_axis
 from immich_ml_desktop.models.images import ImageInput, center_crop, decode_image, normalize_chw, resize_shorter_side
@@ -78,6 +79,10 @@ class ClipVisualEncoder(_ClipModel):
         """One preprocessed image, CHW float32."""
         image = center_crop(resize_shorter_side(image, self.size), self.size)
         return normalize_chw(image, self.mean, self.std)
+
+    def _calibrate(self, session: Session) -> np.ndarray:
+        name = session.get_inputs()[0].name
+        return np.concatenate([session.run(None, {name: self.transform(im)[np.newaxis]})[0] for im in samples.photos()])
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """Vectors for a preprocessed batch (N,3,S,S); batched in one call where the model allows."""
@@ -190,17 +195,24 @@ class ClipTextualEncoder(_ClipModel):
 
     def tokenize(self, text: str, language: str | None = None) -> dict[str, np.ndarray]:
         self.load()
+        return self._feed(text, language, self.input_names)
+
+    def _feed(self, text: str, language: str | None, input_names: list[str]) -> dict[str, np.ndarray]:
         text = clean_text(text, canonicalize=self.canonicalize)
         if self.is_nllb and language:
             flores = WEBLATE_TO_FLORES200.get(language) or WEBLATE_TO_FLORES200.get(language.split("-")[0], "eng_Latn")
             text = f"{flores}{text}"
         tokens = self.tokenizer.encode(text)
-        if self.is_mclip:
+        if "input_ids" in input_names:  # M-CLIP
             return {
                 "input_ids": np.array([tokens.ids], dtype=np.int32),
                 "attention_mask": np.array([tokens.attention_mask], dtype=np.int32),
             }
-        return {self.input_names[0]: np.array([tokens.ids], dtype=np.int32)}
+        return {input_names[0]: np.array([tokens.ids], dtype=np.int32)}
+
+    def _calibrate(self, session: Session) -> np.ndarray:
+        names = [i.name for i in session.get_inputs()]
+        return np.concatenate([session.run(None, self._feed(p, None, names))[0] for p in samples.PHRASES])
 
     def encode_text(self, text: str, language: str | None = None) -> np.ndarray:
         self.load()

@@ -50,8 +50,9 @@ class Engine:
         cache_dirs: list[Path] | Path | str,
         device: str | Device = "auto",
         *,
-        precision: str = "f32",
+        precision: str = "auto",
         threads: int = 0,
+        parallel: int = 1,
         work_dir: Path | None = None,
         model_ttl: float = 0.0,
         allow_downloads: bool = False,
@@ -63,8 +64,9 @@ class Engine:
         self.device = device if isinstance(device, Device) else resolve_device(device)
         self.work_dir = Path(work_dir) if work_dir else app_cache_dir()
         self.runtime_options = RuntimeOptions(
-            threads=threads, precision=precision, cache_dir=self.work_dir / "openvino-cache"
+            threads=threads, precision=precision, parallel=max(1, parallel), cache_dir=self.work_dir / "openvino-cache"
         )
+        self.parallel = self.runtime_options.parallel  # calls its users make at once (server/index workers)
         self.allow_downloads = allow_downloads
         self.download_progress = download_progress
         self.model_ttl = model_ttl
@@ -130,6 +132,7 @@ class Engine:
                 "type": m.model_type.value,
                 "name": m.model_name,
                 "device": m.session.device.id if m.session is not None else None,
+                "precision": m.session.precision if m.session is not None else None,
                 "idle_seconds": round(time.monotonic() - m.last_used, 1),
             }
             for m in models

@@ -14,6 +14,8 @@ import warnings
 from typing import Any, TypedDict
 
 import numpy as np
+
+from immich_ml_desktop.models import samples
 from immich_ml_desktop.models.base import InferenceModel, ModelTask, ModelType
 from immich_ml_desktop.models.batching import batch_matches, batchable_copy, has_batch_axis
 from immich_ml_desktop.models.clip import serialize_embedding
@@ -120,6 +122,12 @@ class FaceRecognizer(InferenceModel):
             return candidate, True
         log.info("%r gives different vectors when batched; one face per call", self)
         return session, False
+
+    def _calibrate(self, session: Session) -> np.ndarray:
+        from insightface.model_zoo import ArcFaceONNX
+
+        model = ArcFaceONNX(str(self.model_path), session=session)
+        return np.concatenate([model.get_feat([crop]) for crop in samples.face_crops()])
 
     def crops(self, image_bgr: np.ndarray, faces: FaceDetectionOutput) -> list[np.ndarray]:
         from insightface.utils.face_align import norm_crop
