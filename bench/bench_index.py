@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,8 @@ from immich_ml_desktop.library.folders import FolderSource, load_preview, scan_f
 from immich_ml_desktop.library.store import LibraryStore  # noqa: E402
 from immich_ml_desktop.models.engine import Engine  # noqa: E402
 from immich_ml_desktop.models.images import DecodedImage  # noqa: E402
+from immich_ml_desktop.models.runtime import default_parallel  # noqa: E402
+from immich_ml_desktop.services.face_passes import detect_faces_with_fallback  # noqa: E402
 from immich_ml_desktop.services.index import IndexJob  # noqa: E402
 
 
@@ -54,25 +57,30 @@ def photo_set(photos: Path, limit: int | None, work: Path) -> Path:
     return folder
 
 
-def model_only(engine: Engine, images: list[DecodedImage], clip_model: str, face_model: str, batch: int,
+def model_only(engine: Engine, images: list[DecodedImage], clip_model: str | None, face_model: str | None,
                min_score: float) -> float:
-    """Images/s of CLIP (preprocess + batched embed) and faces (detect + recognise) on decoded previews."""
-    clip = engine.clip_visual(clip_model)
+    """Images/s of the models alone on decoded previews: CLIP (preprocess + embed) and faces (detect +
+    recognise, with the library's padded second pass), `engine.parallel` images at a time."""
+    clip = engine.clip_visual(clip_model) if clip_model else None
+
+    def one(im: DecodedImage) -> None:
+        if clip is not None:
+            clip.embed(clip.transform(im.pil)[np.newaxis])
+        if face_model:
+            detect_faces_with_fallback(engine, face_model, im, min_score)
+
     start = time.perf_counter()
-    for i in range(0, len(images), batch):
-        chunk = images[i : i + batch]
-        clip.embed(np.stack([clip.transform(im.pil) for im in chunk]))
-        for im in chunk:
-            engine.faces(face_model, im, min_score)
+    with ThreadPoolExecutor(engine.parallel) as pool:
+        list(pool.map(one, images))
     return len(images) / (time.perf_counter() - start)
 
 
-def end_to_end(engine: Engine, folder: Path, work: Path, run: int, clip_model: str, face_model: str, batch: int,
-               workers: int, min_score: float) -> tuple[float, int]:
+def end_to_end(engine: Engine, folder: Path, work: Path, run: int, clip_model: str | None, face_model: str | None,
+               workers: int | None, min_score: float) -> tuple[float, int]:
     """Images/s of the index job on a fresh library (scan, decode, models, store), and images indexed."""
     with LibraryStore(work / f"library-{run}.sqlite3") as store:
         job = IndexJob(store, engine, FolderSource([folder]), clip_model=clip_model, face_model=face_model,
-                       face_min_score=min_score, batch_size=batch, decode_workers=workers)
+                       face_min_score=min_score, workers=workers)
         start = time.perf_counter()
         summary = job.run()
         seconds = time.perf_counter() - start
@@ -85,12 +93,13 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=SHARED / "models")
     ap.add_argument("--extra-cache", type=Path, action="append", default=[],
                     help="more model caches (e.g. the shared one for the face pack)")
-    ap.add_argument("--clip-model", default="tiny-random-clip")
-    ap.add_argument("--face-model", default="test-scrfd25g-r512")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--clip-model", default="tiny-random-clip", help="'' for none")
+    ap.add_argument("--face-model", default="test-scrfd25g-r512", help="'' for none")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--parallel", type=int, default=default_parallel(), help="engine's parallel calls")
+    ap.add_argument("--workers", type=int, help="index job workers (default: the job's own)")
     ap.add_argument("--limit", type=int, help="index at most this many photos")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--decode-workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--min-score", type=float, default=0.7)
     args = ap.parse_args()
@@ -100,28 +109,30 @@ def main() -> None:
         folder = photo_set(args.photos, args.limit, work)
         files = sorted(folder.iterdir())
         caches = [args.cache_dir, *args.extra_cache]
-        with Engine(caches, args.device, work_dir=work / "engine") as engine:
-            print(f"{len(files)} photos from {args.photos}; CLIP {args.clip_model}, faces {args.face_model}, "
-                  f"device {engine.device.id}, batch {args.batch_size}, {args.decode_workers} decode workers, "
+        clip_model, face_model = args.clip_model or None, args.face_model or None
+        with Engine(caches, args.device, precision=args.precision, parallel=args.parallel,
+                    work_dir=work / "engine") as engine:
+            print(f"{len(files)} photos from {args.photos}; CLIP {clip_model}, faces {face_model}, "
+                  f"device {engine.device.id}, precision {args.precision}, {engine.parallel} parallel calls, "
                   f"{os.cpu_count()} CPUs")
             t = time.perf_counter()
             images = [DecodedImage(load_preview(f)) for f in files]
             for im in images:
                 im.bgr
             decode_rate = len(images) / (time.perf_counter() - t)
-            model_only(engine, images[:2], args.clip_model, args.face_model, args.batch_size, args.min_score)  # warm-up
+            model_only(engine, images[:4], clip_model, face_model, args.min_score)  # warm-up
+            print("loaded:", ", ".join(f"{m['type']} {m['name']} {m['precision']}" for m in engine.loaded_models()))
             e2e_rates, model_rates = [], []
             for run in range(args.repeats):
-                model_rates.append(model_only(engine, images, args.clip_model, args.face_model, args.batch_size,
-                                              args.min_score))
-                rate, indexed = end_to_end(engine, folder, work, run, args.clip_model, args.face_model,
-                                           args.batch_size, args.decode_workers, args.min_score)
+                model_rates.append(model_only(engine, images, clip_model, face_model, args.min_score))
+                rate, indexed = end_to_end(engine, folder, work, run, clip_model, face_model, args.workers,
+                                           args.min_score)
                 e2e_rates.append(rate)
                 print(f"  run {run + 1}: model-only {model_rates[-1]:.2f} img/s, end-to-end {rate:.2f} img/s "
                       f"({indexed} indexed)")
         model, e2e = statistics.median(model_rates), statistics.median(e2e_rates)
         print(f"decode to preview alone (1 thread): {decode_rate:.2f} img/s")
-        print(f"model-only (CLIP visual + faces on decoded previews): {model:.2f} img/s (median)")
+        print(f"model-only (the same models on decoded previews):   {model:.2f} img/s (median)")
         print(f"end-to-end index job (scan, decode, models, store):   {e2e:.2f} img/s (median)")
         print(f"ratio end-to-end / model-only: {e2e / model:.2f}")
 

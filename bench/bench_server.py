@@ -102,8 +102,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[0], help="inference threads to compare (0 = server default)")
     args = parser.parse_args()
 
-    from immich_ml_desktop.immich.ml_server import MlServer, default_workers
+    from immich_ml_desktop.immich.ml_server import MlServer
     from immich_ml_desktop.models.engine import Engine
+    from immich_ml_desktop.models.runtime import default_parallel
 
     caches = args.cache_dir or default_caches()
     clip_model = args.clip_model or (
@@ -141,7 +142,7 @@ def main() -> int:
         print(f"{len(faces)} faces in the image")
         for workers in args.workers:
             with MlServer(engine, "127.0.0.1", 0, workers=workers or None) as server:
-                print(f"\n== server with {server.workers} inference threads (default {default_workers()}) ==")
+                print(f"\n== server with {server.workers} inference threads (default {default_parallel()}) ==")
                 print(f"{'endpoint':<11} {'engine ms':>9} {'HTTP ms':>8} {'overhead':>9}")
                 with httpx.Client(base_url=server.url, timeout=300) as c:
                     for name, (send, direct) in endpoints.items():

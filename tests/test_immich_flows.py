@@ -373,7 +373,7 @@ def test_server_going_down_while_indexing_stops_cleanly_and_a_rerun_finishes(
     with ImmichClient(face_fake.url, face_fake.admin_key, backoff=0.01, retries=1) as client, \
             LibraryStore(tmp_path / "library.sqlite3") as store:
         with pytest.raises(SourceUnavailableError, match="connection to Immich.*broke"):
-            index_job(store, cpu_engine, client, decode_workers=1, batch_size=1).run()
+            index_job(store, cpu_engine, client, workers=1).run()
         assert store.failures() == []  # no asset is blamed for the outage
         outage.times = 0  # the server is back
         rerun = index_job(store, cpu_engine, client).run()

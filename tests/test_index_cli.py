@@ -59,7 +59,7 @@ def test_sigkill_halfway_then_next_run_completes_with_same_vectors(models_dir, t
     folder = _photos(tmp_path / "photos")
     total = len(list(folder.iterdir()))
     library = tmp_path / "killed.sqlite3"
-    args = ["index", str(folder), "--library", str(library), "--batch-size", "1", *model_args(models_dir)]
+    args = ["index", str(folder), "--library", str(library), "--workers", "1", *model_args(models_dir)]
     proc = subprocess.Popen([sys.executable, "-m", "immich_ml_desktop", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

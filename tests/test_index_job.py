@@ -154,7 +154,7 @@ def _small_photos(folder: Path, n: int) -> Path:
 def test_pause_resume_and_cancel_take_effect_within_a_second(cpu_engine, library, tmp_path) -> None:
     folder = _small_photos(tmp_path / "photos", 40)
     events: list[IndexProgress] = []
-    job = make_job(library, cpu_engine, folder, progress=events.append, batch_size=4, progress_interval=0.0)
+    job = make_job(library, cpu_engine, folder, progress=events.append, progress_interval=0.0)
     thread, out = _run_in_thread(job)
     _wait_for(lambda: events and events[-1].done >= 4)
 
@@ -188,7 +188,7 @@ def test_pause_resume_and_cancel_take_effect_within_a_second(cpu_engine, library
 def test_cancel_while_paused_stops_at_once(cpu_engine, library, tmp_path) -> None:
     folder = _small_photos(tmp_path / "photos", 20)
     events: list[IndexProgress] = []
-    job = make_job(library, cpu_engine, folder, progress=events.append, batch_size=2, progress_interval=0.0)
+    job = make_job(library, cpu_engine, folder, progress=events.append, progress_interval=0.0)
     thread, out = _run_in_thread(job)
     _wait_for(lambda: events and events[-1].done >= 2)
     job.pause()

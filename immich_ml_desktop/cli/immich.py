@@ -123,6 +123,7 @@ def run_index(args: argparse.Namespace) -> int:
 
     from immich_ml_desktop.library.immich_source import ImmichSource
     from immich_ml_desktop.models.engine import Engine
+    from immich_ml_desktop.models.runtime import default_parallel
     from immich_ml_desktop.services.index import IndexJob, IndexProgress
 
     settings = library_settings_from_args(args)
@@ -135,13 +136,13 @@ def run_index(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{p.failed} failed" if p.failed else "", refresh=False)
         bar.refresh()
 
-    with _client(args) as client, open_library(settings) as store, Engine.from_settings(settings) as engine:
+    with _client(args) as client, open_library(settings) as store, \
+            Engine.from_settings(settings, parallel=default_parallel()) as engine:
         job = IndexJob(
             store, engine, ImmichSource(client, include_videos=not args.images_only),
             clip_model=None if args.no_clip else settings.clip_model,
             face_model=None if args.no_faces else settings.face_model,
             face_min_score=settings.face_min_score, progress=progress, retry_failed=args.retry_failed,
-            decode_workers=client.max_parallel,
         )
         previous = signal.signal(signal.SIGINT, lambda *_: job.cancel())  # Ctrl-C keeps what is done
         try:

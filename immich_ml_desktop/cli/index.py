@@ -26,8 +26,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-clip", action="store_true", help="compute faces only")
     p.add_argument("--no-faces", action="store_true", help="compute CLIP vectors only")
     p.add_argument("--retry-failed", action="store_true", help="try files that failed before again")
-    p.add_argument("--batch-size", type=int, default=8, help="images per CLIP call (default 8)")
-    p.add_argument("--decode-workers", type=int, default=2, help="threads decoding ahead of the models (default 2)")
+    p.add_argument("--workers", type=int, help="photos worked on at once (default: one per core, at most 4)")
     add_engine_options(p)
     add_json_option(p)
     p.set_defaults(func=run)
@@ -38,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from immich_ml_desktop.library.folders import FolderSource
     from immich_ml_desktop.models.engine import Engine
+    from immich_ml_desktop.models.runtime import default_parallel
     from immich_ml_desktop.services.index import IndexJob, IndexProgress
 
     settings = library_settings_from_args(args)
@@ -52,14 +52,14 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{p.failed} failed" if p.failed else "", refresh=False)
         bar.refresh()
 
-    with open_library(settings) as store, Engine.from_settings(settings) as engine:
+    parallel = args.workers or default_parallel()
+    with open_library(settings) as store, Engine.from_settings(settings, parallel=parallel) as engine:
         job = IndexJob(
             store, engine, source,
             clip_model=None if args.no_clip else settings.clip_model,
             face_model=None if args.no_faces else settings.face_model,
             face_min_score=settings.face_min_score if args.min_score is None else args.min_score,
-            progress=progress, batch_size=args.batch_size, decode_workers=args.decode_workers,
-            retry_failed=args.retry_failed,
+            progress=progress, workers=args.workers, retry_failed=args.retry_failed,
         )
         previous = signal.signal(signal.SIGINT, lambda *_: job.cancel())  # Ctrl-C keeps what is done
         try:

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preload", nargs="+", metavar="NAME", help="load these models before serving (e.g. ViT-B-32__openai buffalo_l)")
     p.add_argument("--model-ttl", type=float, metavar="S", help="unload a model idle for S seconds (0 = never; default from settings, 300)")
     p.add_argument("--forward", metavar="URL", help="hand tasks or models this app cannot serve on to this ML service (e.g. http://immich-machine-learning:3003)")
-    p.add_argument("--workers", type=int, help="inference threads (default: one per core, at most 4)")
+    p.add_argument("--workers", type=int, help="requests computed at once (default: one per core, at most 4)")
     add_engine_options(p)
     p.set_defaults(func=run)
 
@@ -32,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose == 0:  # a service shows one line per request by default
         logging.getLogger("immich_ml_desktop").setLevel(logging.INFO)
     settings = settings_from_args(args)
-    overrides = {} if args.model_ttl is None else {"model_ttl": args.model_ttl}
+    from immich_ml_desktop.models.runtime import default_parallel
+
+    overrides: dict = {"parallel": args.workers or default_parallel()}
+    if args.model_ttl is not None:
+        overrides["model_ttl"] = args.model_ttl
     with engine_from_args(args, **overrides) as engine:
         server = MlServer(
             engine,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import socket
 import threading
 import time
@@ -40,6 +39,7 @@ from immich_ml_desktop.models.base import ModelTask, ModelType
 from immich_ml_desktop.models.engine import Engine, UnsupportedTaskError
 from immich_ml_desktop.models.predict import Entry, parse_entries, run_entries, to_json
 from immich_ml_desktop.models.registry import model_class, served_tasks
+from immich_ml_desktop.models.runtime import default_parallel
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ class RequestTimeoutError(InvalidInputError):
     """The client stopped sending its request body (HTTP 408)."""
 
     http_status = 408
-
-
-def default_workers() -> int:
-    """Inference threads: one per core (each model call already uses every core, so more only queue)."""
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -225,7 +220,7 @@ class MlServer:
         self.networks = parse_networks(allow)
         self.allow_loopback = allow_loopback
         self.forward_url = forward_url
-        self.workers = workers or default_workers()
+        self.workers = workers or default_parallel()
         self.max_image_bytes = max_image_bytes
         self.max_field_bytes = max_field_bytes
         self.body_timeout = body_timeout

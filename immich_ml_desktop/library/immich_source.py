@@ -37,6 +37,7 @@ class ImmichSource:
     def __init__(self, client: ImmichClient, include_videos: bool = True) -> None:
         self.client = client
         self.types = INDEXED_TYPES if include_videos else ("IMAGE",)
+        self.parallel_loads = client.max_parallel  # previews downloading at once while others are computed
 
     def assets(self) -> Iterator[dict[str, Any]]:
         """Every indexable asset (`AssetResponseDto`), trashed ones left out."""

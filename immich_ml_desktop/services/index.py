@@ -1,10 +1,14 @@
 """The index job: bring a source's assets into the library and compute CLIP vectors and faces for those
-that lack them, with decoding in a small thread pool overlapped with inference.
+that lack them, several assets at a time.
+
+Each worker takes one asset through the whole pipeline (load or download, decode, CLIP, faces), so the
+cores stay busy with decoding and inference alike and the engine's parallel sessions (OpenVINO streams)
+each get a caller. The job thread only stores what the workers finish, each asset complete in one
+transaction, so a kill loses only the images in flight.
 
 Qt-free: the GUI runs `IndexJob.run()` in a QRunnable and forwards the plain `progress` / `failure`
 callbacks as signals; the CLI runs the same job with a terminal progress bar. `pause()`, `resume()` and
-`cancel()` may be called from any thread and take effect within a second. Results are stored a batch at
-a time, each asset complete in one transaction, so a kill loses only the images in flight.
+`cancel()` may be called from any thread and take effect within a second.
 """
 
 from __future__ import annotations
@@ -14,8 +18,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Literal, Protocol
 
@@ -25,7 +28,7 @@ from immich_ml_desktop.errors import LibraryError, SourceUnavailableError, UserE
 from immich_ml_desktop.library.folders import SyncResult
 from immich_ml_desktop.library.store import Asset, AssetResult, LibraryStore
 from immich_ml_desktop.models.base import ModelTask, ModelType
-from immich_ml_desktop.models.engine import Engine, Face
+from immich_ml_desktop.models.engine import Engine
 from immich_ml_desktop.models.images import DecodedImage
 from immich_ml_desktop.services.face_passes import detect_faces_with_fallback
 
@@ -41,7 +44,7 @@ class IndexSource(Protocol):
     when the source as a whole cannot be read (server down, key revoked): the job stops instead of
     marking every remaining asset failed."""
 
-    kind: str
+    kind: str  # a source may also set `parallel_loads`: how many `load` calls are worth running at once
 
     def sync(self, store: LibraryStore) -> SyncResult: ...
 
@@ -82,11 +85,13 @@ class IndexSummary:
 
 
 @dataclass
-class _Prepared:
+class _Outcome:
+    """What a worker made of one asset: a result to store, a failure reason, or nothing (not started)."""
+
     asset: Asset
-    image: DecodedImage | None = None
-    pixels: np.ndarray | None = None  # CLIP-preprocessed (3, S, S)
+    result: AssetResult | None = None
     error: str | None = None
+    faces: int = 0
 
 
 class _Rate:
@@ -132,8 +137,7 @@ class IndexJob:
         face_min_score: float = 0.7,
         progress: Callable[[IndexProgress], None] | None = None,
         failure: Callable[[Asset, str], None] | None = None,
-        decode_workers: int = 2,
-        batch_size: int = 8,
+        workers: int | None = None,
         retry_failed: bool = False,
         progress_interval: float = 0.1,
     ) -> None:
@@ -147,8 +151,9 @@ class IndexJob:
         self.face_min_score = face_min_score
         self._progress_cb = progress
         self._failure_cb = failure
-        self.decode_workers = max(1, decode_workers)
-        self.batch_size = max(1, batch_size)
+        # Assets in progress at once: one more than the engine's parallel sessions, so one is being
+        # decoded while the others are in the models; a network source may ask for more (downloads wait).
+        self.workers = max(1, workers or max(engine.parallel + 1, getattr(source, "parallel_loads", 0)))
         self.retry_failed = retry_failed
         self.progress_interval = progress_interval
         self._running = threading.Event()
@@ -219,117 +224,59 @@ class IndexJob:
         return clip
 
     def _index(self, pending: list[Asset], clip: Any) -> None:
-        todo = iter(pending)
-        inflight: deque[Future[_Prepared]] = deque()
-        window = self.batch_size + 2 * self.decode_workers  # decoded ahead while the models work
-        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="index-decode")
+        todo: deque[Asset] = deque(pending)
+        inflight: set[Future[_Outcome]] = set()
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="index")
         try:
-            def refill() -> None:
-                while len(inflight) < window and not self.cancelled:
-                    asset = next(todo, None)
-                    if asset is None:
-                        return
-                    inflight.append(pool.submit(self._prepare, asset, clip))
-
-            refill()
-            while inflight and self._wait_while_paused():
-                batch: list[_Prepared] = []
-                while inflight and len(batch) < self.batch_size and not self.cancelled:
-                    if batch and not inflight[0].done():
-                        break  # run what is ready rather than wait for the decoders
-                    prepared = self._result(inflight[0])
-                    if prepared is None:
-                        break
-                    inflight.popleft()
-                    batch.append(prepared)
-                    refill()
-                if batch:
-                    self._process(batch, clip)
+            while not self.cancelled:
+                while todo and self._running.is_set() and not self.cancelled and len(inflight) < 2 * self.workers:
+                    inflight.add(pool.submit(self._work, todo.popleft(), clip))
+                if not inflight:
+                    if todo and self._wait_while_paused():  # paused, and everything started is stored
+                        continue
+                    break  # all done, or cancelled
+                finished, inflight = wait(inflight, timeout=_POLL, return_when=FIRST_COMPLETED)
+                outcomes = [f.result() for f in finished]  # a SourceUnavailableError stops the job here
+                todo.extendleft(o.asset for o in outcomes if o.result is None and o.error is None)
+                self._collect(outcomes)
         finally:
             # On cancel, do not wait for a big file still decoding: its result is dropped anyway.
             pool.shutdown(wait=not self.cancelled, cancel_futures=True)
 
-    def _result(self, future: Future[_Prepared]) -> _Prepared | None:
-        while not self.cancelled:
-            try:
-                return future.result(timeout=_POLL)
-            except FutureTimeout:
-                continue
-        return None
-
-    def _prepare(self, asset: Asset, clip: Any) -> _Prepared:
-        """Decode and preprocess one asset (decode thread); failures become a reason, not an exception."""
-        prepared = _Prepared(asset)
-        if self.cancelled:
-            prepared.error = "cancelled"
-            return prepared
+    def _work(self, asset: Asset, clip: Any) -> _Outcome:
+        """One asset through the whole pipeline (worker thread); a bad file becomes a reason, not an
+        exception. An asset whose turn comes while the job is paused or cancelled is handed back untouched."""
+        outcome = _Outcome(asset)
+        if self.paused or self.cancelled:
+            return outcome
+        self._current = asset.key
         try:
-            prepared.image = self.source.load(asset)
-            if clip is not None:
-                prepared.pixels = clip.transform(prepared.image.pil)
+            image: DecodedImage = self.source.load(asset)
+            vector = clip.embed(clip.transform(image.pil)[np.newaxis])[0] if clip is not None else None
+            faces = None
             if self.face_model:
-                prepared.image.bgr  # computed here, off the inference thread
+                faces = detect_faces_with_fallback(self.engine, self.face_model, image, self.face_min_score)
+                outcome.faces = len(faces)
+            outcome.result = AssetResult(asset.id, image.width, image.height, vector, faces)
         except SourceUnavailableError:
             raise  # the whole source is down, not this asset: stop here; a later run goes on from here
         except Exception as e:  # noqa: BLE001 - any bad file is recorded and the job goes on
-            prepared.error = describe_error(e)
-        return prepared
+            outcome.error = describe_error(e)
+        return outcome
 
-    def _process(self, batch: list[_Prepared], clip: Any) -> None:
-        good: list[_Prepared] = []
-        for p in batch:
-            if p.error is not None:
-                self._fail(p.asset, p.error)
-            else:
-                good.append(p)
-        vectors = self._clip_vectors(good, clip) if clip is not None else {}
-        results: list[AssetResult] = []
-        for p in good:
-            if self.paused and results:  # store what is finished before waiting, so a pause loses nothing
-                self._store(results)
-                results = []
-            if not self._wait_while_paused():
-                break
-            if p.asset.id in vectors and vectors[p.asset.id] is None:
-                continue  # CLIP failed for it; already recorded
-            self._current = p.asset.key
-            faces: list[Face] | None = None
-            if self.face_model:
-                try:
-                    faces = detect_faces_with_fallback(self.engine, self.face_model, p.image, self.face_min_score)  # type: ignore[arg-type]
-                except Exception as e:  # noqa: BLE001
-                    self._fail(p.asset, describe_error(e))
-                    continue
-                self._faces += len(faces)
-            assert p.image is not None
-            results.append(AssetResult(p.asset.id, p.image.width, p.image.height, vectors.get(p.asset.id), faces))
-            p.image = None  # free the pixels early
-            self._done += 1
-            self._rate.add(self._done)
-            self._emit("indexing")
-        self._store(results)
-
-    def _store(self, results: list[AssetResult]) -> None:
+    def _collect(self, outcomes: list[_Outcome]) -> None:
+        """Store what the workers finished (one transaction) and report it."""
+        results = [o.result for o in outcomes if o.result is not None]
         if results:
             self.store.record_results(results, clip_model=self.clip_model, face_model=self.face_model)
-
-    def _clip_vectors(self, good: list[_Prepared], clip: Any) -> dict[int, np.ndarray | None]:
-        """One batched call; if it fails, image by image so that only the culprit is recorded failed."""
-        if not good:
-            return {}
-        self._current = good[0].asset.key
-        try:
-            out = clip.embed(np.stack([p.pixels for p in good]))
-            return {p.asset.id: out[i] for i, p in enumerate(good)}
-        except Exception:  # noqa: BLE001
-            vectors: dict[int, np.ndarray | None] = {}
-            for p in good:
-                try:
-                    vectors[p.asset.id] = clip.embed(p.pixels[np.newaxis])[0]  # type: ignore[index]
-                except Exception as e:  # noqa: BLE001
-                    self._fail(p.asset, describe_error(e))
-                    vectors[p.asset.id] = None
-            return vectors
+        for o in outcomes:
+            if o.error is not None:
+                self._fail(o.asset, o.error)
+            elif o.result is not None:
+                self._done += 1
+                self._faces += o.faces
+                self._rate.add(self._done)
+                self._emit("indexing")
 
     def _fail(self, asset: Asset, reason: str) -> None:
         log.info("Cannot index %s: %s", asset.key, reason)
@@ -342,7 +289,7 @@ class IndexJob:
         self._emit("indexing")
 
     def _wait_while_paused(self) -> bool:
-        """Block while paused; False once cancelled."""
+        """Block while paused (after everything started was stored); False once cancelled."""
         if not self._running.is_set() and not self.cancelled:
             self._emit("paused", force=True)
             while not self._running.wait(_POLL):

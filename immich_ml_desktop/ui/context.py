@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from immich_ml_desktop.library.store import LibraryStore
 from immich_ml_desktop.models.engine import Engine
+from immich_ml_desktop.models.runtime import default_parallel
 from immich_ml_desktop.settings import Settings
 from immich_ml_desktop.ui.workers import run_task
 
@@ -54,7 +55,9 @@ class AppContext(QObject):
         """The shared Engine, built on first use. Call from a background task, never the GUI thread."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = Engine.from_settings(self.settings, download_progress=self._on_download)
+                self._engine = Engine.from_settings(
+                    self.settings, parallel=default_parallel(), download_progress=self._on_download
+                )
                 self.engine_changed.emit(self._engine)
             return self._engine
 
