@@ -303,3 +303,27 @@ def test_connections_of_finished_threads_are_closed(store: LibraryStore) -> None
     store.stats()
     assert len(store._connections) <= 2  # this thread's and at most the last finished thread's
 
+
+
+def test_fast_jpeg_previews_match_pil_for_every_orientation(tmp_path: Path) -> None:
+    """Large JPEGs are decoded through OpenCV at a reduced DCT scale; each EXIF orientation gives the
+    preview PIL's decode + Lanczos + exif_transpose gives (same size, pixels within a level or two)."""
+    from immich_ml_desktop.library.folders import _pil_preview, decode_preview
+
+    base = Image.open(photo("skimage/astronaut.png")).convert("RGB").resize((1200, 900), Image.Resampling.BICUBIC)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"o{orientation}.jpg"
+        base.save(path, quality=92, exif=exif)
+        fast = decode_preview(path, 400)
+        assert fast.bgr.shape[:2] == (fast.height, fast.width)
+        with Image.open(path) as im:
+            slow = _pil_preview(im, 400)
+        assert fast.pil.size == slow.size, orientation
+        diff = np.abs(np.asarray(fast.pil, np.float32) - np.asarray(slow, np.float32)).mean()
+        assert diff < 2.5, (orientation, diff)
+        assert np.array_equal(fast.bgr[:, :, ::-1], np.asarray(fast.pil))  # both views of one picture
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "o1.jpg").read_bytes()[:20000])
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        decode_preview(tmp_path / "cut.jpg", 400)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import math
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+import cv2
+import numpy as np
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from immich_ml_desktop.errors import ImageDecodeError, InvalidInputError
 from immich_ml_desktop.library.store import Asset, AssetFile, LibraryStore
@@ -104,29 +105,36 @@ class FolderSource:
         return SyncResult(*(len(changes[k]) for k in ("new", "changed", "unchanged", "removed")))
 
     def load(self, asset: Asset) -> DecodedImage:
-        return DecodedImage(load_preview(asset.key, self.preview_size))
+        return decode_preview(asset.key, self.preview_size)
 
 
 def load_preview(path: Path | str, size: int = PREVIEW_SIZE) -> Image.Image:
-    """The photo as Immich's preview: EXIF orientation applied, sRGB, shorter side `size` (lanczos),
-    never upscaled, RGB. Large JPEGs are decoded at a reduced DCT scale first (draft), which is
-    several times faster than decoding every pixel. Raises ImageDecodeError with the reason."""
+    """The photo as Immich's preview (see `decode_preview`), as a PIL image."""
+    return decode_preview(path, size).pil
+
+
+def decode_preview(path: Path | str, size: int = PREVIEW_SIZE) -> DecodedImage:
+    """The photo as Immich's preview: EXIF orientation applied, sRGB, shorter side `size`, never upscaled.
+    Raises ImageDecodeError with the reason.
+
+    Immich's server makes its preview with libvips (shrink-on-load, then a lanczos3 reduce). Here, JPEGs
+    (most photos) take the same shape of path through OpenCV's libjpeg-turbo: decoded at the smallest
+    DCT scale that keeps at least `size` pixels, then area-averaged down (7x faster than PIL's decode and
+    Lanczos for a 12 MP photo; the pixels differ from PIL's by about 1 level on average). Other formats,
+    and JPEGs that look truncated (so the reason is told), go through PIL."""
     name = os.path.basename(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                if image.format == "JPEG" and min(image.size) > size:
-                    scale = size / min(image.size)
-                    # draft keeps at least the requested size, so the exact resize below still shrinks
-                    image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
-                image.load()
                 icc = image.info.get("icc_profile")
-                if image.mode != "RGB":
-                    image = image.convert("RGB")
-                # Rotating after the resize is cheaper and gives the same pixels (the shorter side is
-                # the same either way); resize keeps `info`, so the EXIF orientation is still there.
-                image = ImageOps.exif_transpose(_resize_shorter_side(image, size))
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+                big_jpeg = image.format == "JPEG" and image.mode in ("RGB", "L") and min(image.size) > size
+                fast = _jpeg_preview(image, size) if big_jpeg else None
+                if fast is not None:
+                    preview = DecodedImage.from_bgr(_oriented(fast, orientation))
+                else:
+                    preview = DecodedImage(_pil_preview(image, size))
     except FileNotFoundError:
         raise ImageDecodeError(f"{name} was deleted or moved before it could be read.") from None
     except PermissionError:
@@ -135,21 +143,66 @@ def load_preview(path: Path | str, size: int = PREVIEW_SIZE) -> Image.Image:
         raise ImageDecodeError(f"{name} is not an image this app can read (unknown or damaged format).") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageDecodeError(f"{name} is too large to decode safely (over {Image.MAX_IMAGE_PIXELS} pixels).") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, cv2.error) as e:
         raise ImageDecodeError(f"{name} is corrupt or truncated and cannot be decoded: {e}.") from None
-    if image.width <= 0 or image.height <= 0:
+    if preview.width <= 0 or preview.height <= 0:
         raise ImageDecodeError(f"{name} has zero width or height.")
-    return _to_srgb(image, icc) if icc else image
+    transform = _srgb_transform(icc) if icc else None
+    return DecodedImage(ImageCms.applyTransform(preview.pil, transform)) if transform is not None else preview
 
 
-def _resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+def preview_size(width: int, height: int, size: int = PREVIEW_SIZE) -> tuple[int, int]:
     """sharp's fit 'outside' without enlargement: the shorter side becomes `size`, the other rounds."""
-    w, h = image.size
-    if min(w, h) <= size:
-        return image
-    scale = size / min(w, h)
-    target = (size, round(h * scale)) if w <= h else (round(w * scale), size)
-    return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if min(width, height) <= size:
+        return width, height
+    scale = size / min(width, height)
+    return (size, round(height * scale)) if width <= height else (round(width * scale), size)
+
+
+def _jpeg_preview(image: Image.Image, size: int) -> np.ndarray | None:
+    """The BGR preview of a JPEG through OpenCV, unrotated; None where PIL should decode it instead."""
+    image.fp.seek(0)
+    data = image.fp.read()
+    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None  # no end-of-image marker: truncated (PIL says so) or data appended (PIL copes)
+    target = preview_size(*image.size, size)
+    factor = 1
+    while factor < 8 and min(image.size) / (factor * 2) >= min(target):
+        factor *= 2  # libjpeg scales by 1/2, 1/4, 1/8 while decoding: far less to decode and resize
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None:
+        return None  # let PIL tell what is wrong
+    if (bgr.shape[1], bgr.shape[0]) != target:
+        bgr = cv2.resize(bgr, target, interpolation=cv2.INTER_AREA)
+    return bgr
+
+
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _oriented(bgr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an image array, as PIL's `ImageOps.exif_transpose` does."""
+    if orientation in (5, 6, 7, 8):
+        bgr = np.swapaxes(bgr, 0, 1)  # transpose; then flips make the four rotations and mirrors
+        flips = {5: (), 6: (1,), 7: (0, 1), 8: (0,)}[orientation]
+    else:
+        flips = {2: (1,), 3: (0, 1), 4: (0,)}.get(orientation, ())
+    return np.ascontiguousarray(np.flip(bgr, flips) if flips else bgr)
+
+
+def _pil_preview(image: Image.Image, size: int) -> Image.Image:
+    """Any format through PIL: large JPEGs at a reduced DCT scale (draft) first, then Lanczos."""
+    target = preview_size(*image.size, size)
+    if image.format == "JPEG" and target != image.size:
+        image.draft("RGB", target)  # keeps at least the requested size, so the resize below still shrinks
+    image.load()
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    # Rotating after the resize is cheaper and gives the same pixels (the shorter side is the same either
+    # way); resize keeps `info`, so the EXIF orientation is still there.
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return ImageOps.exif_transpose(image)
 
 
 _SRGB = ImageCms.createProfile("sRGB")
@@ -169,6 +222,3 @@ def _srgb_transform(icc: bytes) -> ImageCms.ImageCmsTransform | None:
         return None
 
 
-def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
-    transform = _srgb_transform(icc)
-    return ImageCms.applyTransform(image, transform) if transform is not None else image

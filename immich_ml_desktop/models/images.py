@@ -33,9 +33,14 @@ class DecodedImage:
 
     __slots__ = ("pil", "_bgr")
 
-    def __init__(self, pil: Image.Image) -> None:
+    def __init__(self, pil: Image.Image, bgr: np.ndarray | None = None) -> None:
         self.pil = pil
-        self._bgr: np.ndarray | None = None
+        self._bgr = bgr
+
+    @classmethod
+    def from_bgr(cls, bgr: np.ndarray) -> "DecodedImage":
+        """From an OpenCV BGR uint8 array (kept as the face models' input)."""
+        return cls(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), bgr)
 
     @property
     def bgr(self) -> np.ndarray:
