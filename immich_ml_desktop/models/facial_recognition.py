@@ -70,12 +70,13 @@ class FaceDetector(InferenceModel):
                 self._detectors[min_score] = det
             return det
 
-    def detect_bgr(self, image_bgr: np.ndarray, min_score: float | None = None) -> FaceDetectionOutput:
+    def detect_bgr(self, image_bgr: np.ndarray, min_score: float | None = None, *, rounded: bool = True) -> FaceDetectionOutput:
+        """Faces in an OpenCV BGR image: boxes rounded to pixels as Immich answers them (`rounded`)."""
         self.load()
         score = float(self.min_score if min_score is None else min_score)
         bboxes, landmarks = self._detector(score).detect(image_bgr)
         return {
-            "boxes": np.ascontiguousarray(bboxes[:, :4].round()),
+            "boxes": np.ascontiguousarray(bboxes[:, :4].round() if rounded else bboxes[:, :4]),
             "scores": np.ascontiguousarray(bboxes[:, 4]),
             "landmarks": landmarks if landmarks is not None else np.zeros((0, 5, 2), np.float32),
         }
