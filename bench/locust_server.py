@@ -2,6 +2,9 @@
 and 4 users, then all of them together, and print requests/s with p50/p95 per endpoint.
 
     python bench/locust_server.py --seconds 20 --cache-dir /work/bench-models --cache-dir ../shared/models
+
+The image is what Immich sends: a JPEG preview whose shorter side is 1440 px (made from --image, by
+default insightface's 6-face t1.jpg, 2080x1440). Locust runs on the same cores as the server.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import preview_jpeg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = ROOT.parent / "shared" / "photos" / "insightface" / "t1.jpg"
@@ -51,13 +57,14 @@ def main() -> int:
     parser.add_argument("--users", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--mixed-seconds", type=float, default=60, help="all classes together (0 = skip)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve_cmd = [sys.executable, "-m", "immich_ml_desktop", "serve", "--port", str(port), "--device", args.device,
-                 "--no-download", "--preload", args.clip_model, args.face_model]
+                 "--precision", args.precision, "--no-download", "--preload", args.clip_model, args.face_model]
     # serve takes one --cache-dir; further caches go in through a throw-away settings file
     config = Path(tempfile.mkdtemp())
     if args.cache_dir:
@@ -76,8 +83,11 @@ def main() -> int:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("serve did not start")
             time.sleep(0.2)
-        model_args = ["--clip-model", args.clip_model, "--face-model", args.face_model, "--image", str(args.image)]
-        print(f"serve on {url}: clip {args.clip_model}, faces {args.face_model}, image {args.image.name}")
+        preview = config / "preview.jpg"
+        preview.write_bytes(preview_jpeg(args.image))
+        model_args = ["--clip-model", args.clip_model, "--face-model", args.face_model, "--image", str(preview)]
+        print(f"serve on {url} ({args.device}, precision {args.precision}): clip {args.clip_model}, "
+              f"faces {args.face_model}, image {args.image.name} as a 1440 px preview")
         print(f"{'endpoint':<11} {'users':>5} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'reqs':>5} {'fails':>5}")
         with tempfile.TemporaryDirectory() as tmp:
             runs = [([c], u, args.seconds) for c in CLASSES for u in args.users]
