@@ -1,12 +1,16 @@
 """Engine throughput per runtime/device/precision: model-only and end-to-end (JPEG bytes in, vector out).
 
-For CLIP visual, CLIP textual and the face pipeline (detection + recognition of every face), prints
-images/s (or texts/s) and p50/p95 latency for each available runtime, the ratio to ONNX Runtime CPU
-measured in the same run, and the cosine of each precision's vectors to fp32.
+For CLIP visual, CLIP textual and the face pipeline (detection + recognition of every face) it prints,
+for each available runtime and precision:
+- one call at a time: calls/s and p50/p95 latency (what one request waits);
+- N calls at once (`--callers`, default one per core) on an engine built for them (OpenVINO streams,
+  ONNX Runtime threads split between callers): calls/s (what a busy server or the index job gets);
+- the ratio to ONNX Runtime CPU f32 measured in the same run, and the cosine of each configuration's
+  vectors to ONNX Runtime f32 (faces matched by box, so a reordering is not counted as drift).
 
     python bench/bench_engine.py --cache-dir /path/to/cache --clip ViT-B-32__openai --face test-scrfd25g-r512
 
-A full-size CLIP for this: `immich-ml-desktop models export-clip ViT-B-32 openai --random-init`.
+A full-size CLIP for this: `immich-ml-desktop models export-clip ViT-B-32 --random-init --name ViT-B-32__openai`.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import io
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -26,10 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("IMMICH_ML_SHARED", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT))
 
-from immich_ml_desktop.models.base import ModelTask, ModelType  # noqa: E402
 from immich_ml_desktop.models.engine import Engine  # noqa: E402
 from immich_ml_desktop.models.images import DecodedImage, decode_image  # noqa: E402
-from immich_ml_desktop.models.runtime import discover_devices  # noqa: E402
+from immich_ml_desktop.models.runtime import default_parallel, discover_devices  # noqa: E402
 
 TEXTS = ["a photo of a cat", "sunset over the sea", "Grandma's 80th birthday cake", "two dogs playing in snow",
          "a red car parked on a street", "mountains with snow", "people at a wedding", "a plate of pasta"]
@@ -45,7 +50,7 @@ def preview_jpeg(path: Path, short_side: int = 1440) -> bytes:
     return buf.getvalue()
 
 
-def timed(fn, items, seconds: float) -> tuple[float, float, float]:
+def timed(fn: Callable, items: list, seconds: float) -> tuple[float, float, float]:
     """Run fn over items (cycling) for ~seconds after one warm-up; (per second, p50 ms, p95 ms)."""
     fn(items[0])
     lat = []
@@ -60,70 +65,114 @@ def timed(fn, items, seconds: float) -> tuple[float, float, float]:
     return i / total, statistics.median(lat), float(np.percentile(lat, 95))
 
 
+def timed_parallel(fn: Callable, items: list, seconds: float, callers: int, warm_up: float = 2.0) -> float:
+    """Calls per second with `callers` threads calling fn back to back, counted for ~seconds after a
+    warm-up (new threads get new infer requests, whose first calls are slow)."""
+    counts = [0] * callers
+    begin = time.perf_counter() + warm_up
+    stop = begin + seconds
+
+    def work(k: int) -> None:
+        i = k
+        while (now := time.perf_counter()) < stop:
+            fn(items[i % len(items)])
+            if now >= begin:
+                counts[k] += 1
+            i += callers
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / seconds
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
+def vectors(engine: Engine, clip: str, face: str, decoded: list[DecodedImage], face_photo: bytes) -> dict[str, np.ndarray]:
+    faces = sorted(engine.faces(face, face_photo), key=lambda f: tuple(f.box))
+    return {
+        "images": np.stack([engine.clip_image(clip, d) for d in decoded[:6]]),
+        "texts": np.stack([engine.clip_text(clip, t) for t in TEXTS[:4]]),
+        "faces": np.stack([f.embedding for f in faces]),
+        "boxes": np.stack([f.box for f in faces]),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_cache = Path("/work/bench-models") if Path("/work/bench-models/READY").exists() else SHARED / "models"
-    ap.add_argument("--cache-dir", type=Path, default=default_cache)
-    ap.add_argument("--clip", default="ViT-B-32__openai" if default_cache != SHARED / "models" else "tiny-random-clip")
+    ap.add_argument("--cache-dir", type=Path, action="append", help="model caches (default ../shared/models)")
+    ap.add_argument("--clip", default=None, help="CLIP pack (default ViT-B-32__openai if present, else the tiny one)")
     ap.add_argument("--face", default="test-scrfd25g-r512")
-    ap.add_argument("--face-cache", type=Path, default=SHARED / "models")
-    ap.add_argument("--seconds", type=float, default=6.0, help="seconds per measurement")
-    ap.add_argument("--batch", type=int, default=8, help="CLIP visual batch size for the batched model-only row")
+    ap.add_argument("--seconds", type=float, default=4.0, help="seconds per measurement")
+    ap.add_argument("--callers", type=int, default=default_parallel(), help="calls at once for the throughput rows")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
+    caches = args.cache_dir or [SHARED / "models"]
+    if SHARED / "models" not in caches:
+        caches.append(SHARED / "models")
+    clip = args.clip or ("ViT-B-32__openai" if any((c / "clip/ViT-B-32__openai").is_dir() for c in caches) else "tiny-random-clip")
 
     photos = sorted((SHARED / "photos/photoprism/assets/examples").glob("*.jpg"))[:12]
     previews = [preview_jpeg(p) for p in photos]
     face_photo = preview_jpeg(SHARED / "photos/insightface/t1.jpg")
-    print(f"CLIP {args.clip} from {args.cache_dir}; faces {args.face}; {len(previews)} previews of 1440 px; "
-          f"{args.seconds:.0f} s per figure; {os.cpu_count()} cores")
+    print(f"CLIP {clip}; faces {args.face} (6-face photo); {len(previews)} previews of 1440 px; "
+          f"{args.seconds:.0f} s per figure; {os.cpu_count()} cores; {args.callers} callers for the throughput rows")
 
     configs = [("cpu", "f32")]
     if any(d.runtime == "openvino" for d in discover_devices()):
-        configs += [("openvino:CPU", "f32"), ("openvino:CPU", "bf16"), ("openvino:CPU", "f16")]
-    rows: list[tuple[str, str, float, float, float]] = []
+        configs += [("openvino:CPU", p) for p in ("f32", "bf16", "f16", "auto")]
+    rows: list[tuple[str, str, float, float, float, float]] = []
     reference: dict[str, np.ndarray] = {}
-    cosines: dict[str, list[float]] = {}
+    cosines: dict[str, dict[str, float]] = {}
+    used: dict[str, str] = {}
     decoded = [DecodedImage(decode_image(p)) for p in previews]
     for device, precision in configs:
-        label = f"{device} {precision}" if device != "cpu" else "onnxruntime cpu f32"
-        engine = Engine([args.cache_dir, args.face_cache], device, precision=precision, threads=args.threads)
-        visual = engine.clip_visual(args.clip)
-        pixels = [visual.transform(d.pil)[np.newaxis] for d in decoded]
-        r = timed(lambda x: visual.embed(x), pixels, args.seconds)
-        rows.append((label, "clip visual, model only", *r))
-        batch = np.concatenate([pixels[i % len(pixels)] for i in range(args.batch)])
-        visual.embed(batch)
-        rate, p50, p95 = timed(lambda x: visual.embed(x), [batch], args.seconds)
-        batched = visual._batch_session is not None
-        rows.append((label, f"clip visual, model only, batch {args.batch}{'' if batched else ' (runs 1 by 1)'}", rate * args.batch, p50, p95))
-        r = timed(lambda b: engine.clip_image(args.clip, b), previews, args.seconds)
-        rows.append((label, "clip visual, JPEG bytes -> vector", *r))
-        r = timed(lambda t: engine.clip_text(args.clip, t), TEXTS, args.seconds)
-        rows.append((label, "clip textual, text -> vector", *r))
-        r = timed(lambda b: engine.faces(args.face, b), [face_photo], args.seconds)
-        rows.append((label, "faces (6-face photo), JPEG bytes -> faces", *r))
+        label = f"{'onnxruntime' if device == 'cpu' else device} {precision}"
+        measures: dict[str, tuple[float, float, float]] = {}
+        for callers in (1, args.callers):
+            engine = Engine(caches, device, precision=precision, threads=args.threads, parallel=callers)
+            visual = engine.clip_visual(clip)
+            pixels = [visual.transform(d.pil)[np.newaxis] for d in decoded]
+            tasks: dict[str, tuple[Callable, list]] = {
+                "clip visual, model only": (visual.embed, pixels),
+                "clip visual, JPEG bytes -> vector": (lambda b: engine.clip_image(clip, b), previews),
+                "clip textual, text -> vector": (lambda t: engine.clip_text(clip, t), TEXTS),
+                "faces, JPEG bytes -> boxes + vectors": (lambda b: engine.faces(args.face, b), [face_photo]),
+            }
+            for task, (fn, items) in tasks.items():
+                if callers == 1:
+                    measures[task] = timed(fn, items, args.seconds)
+                else:
+                    rows.append((label, task, *measures[task], timed_parallel(fn, items, args.seconds, callers)))
+            if callers == 1:
+                vecs = vectors(engine, clip, args.face, decoded, face_photo)
+                used[label] = ", ".join(f"{m['type']} {m['precision']}" for m in engine.loaded_models())
+                if not reference:
+                    reference = vecs
+                else:
+                    same_boxes = vecs["boxes"].shape == reference["boxes"].shape and np.abs(vecs["boxes"] - reference["boxes"]).max() <= 1
+                    cosines[label] = {
+                        k: min(cosine(a, b) for a, b in zip(vecs[k], reference[k])) for k in ("images", "texts", "faces")
+                    } | {"boxes within 1 px": float(same_boxes)}
+            engine.close()
 
-        vecs = np.concatenate([np.stack([engine.clip_image(args.clip, d) for d in decoded[:6]]),
-                               np.stack([engine.clip_text(args.clip, t) for t in TEXTS[:4]]),
-                               np.stack([f.embedding for f in engine.faces(args.face, face_photo)])])
-        if not reference:
-            reference["fp32"] = vecs
-        else:
-            cosines[label] = [cosine(a, b) for a, b in zip(vecs, reference["fp32"])]
-        engine.close()
-
-    base = {task: rate for label, task, rate, *_ in rows if label == "onnxruntime cpu f32"}
-    print(f"\n{'runtime':<22} {'what':<48} {'per s':>8} {'p50 ms':>8} {'p95 ms':>8} {'x ORT':>6}")
-    for label, task, rate, p50, p95 in rows:
-        print(f"{label:<22} {task:<48} {rate:8.1f} {p50:8.1f} {p95:8.1f} {rate / base[task]:6.2f}")
-    print("\ncosine to ONNX Runtime fp32 (6 images, 4 texts, 6 faces): min / median")
+    base = {task: (single, many) for label, task, single, _, _, many in rows if label == "onnxruntime f32"}
+    print(f"\n{'runtime':<22} {'what':<38} {'1 call/s':>8} {'p50 ms':>7} {'p95 ms':>7} {f'{args.callers} calls/s':>10} "
+          f"{'x ORT':>6} {f'x ORT@{args.callers}':>8}")
+    for label, task, single, p50, p95, many in rows:
+        b1, bn = base[task]
+        print(f"{label:<22} {task:<38} {single:8.1f} {p50:7.1f} {p95:7.1f} {many:10.1f} {single / b1:6.2f} {many / bn:8.2f}")
+    print("\nprecision each configuration ran the models in:")
+    for label, text in used.items():
+        print(f"  {label:<22} {text}")
+    print("\nworst cosine to ONNX Runtime f32 (6 images, 4 texts, the 6 faces matched by box):")
     for label, values in cosines.items():
-        print(f"  {label:<22} {min(values):.6f} / {statistics.median(values):.6f}")
+        print(f"  {label:<22} " + ", ".join(f"{k} {v:.6f}" if k != "boxes within 1 px" else f"{k}: {'yes' if v else 'NO'}"
+                                             for k, v in values.items()))
 
 
 if __name__ == "__main__":

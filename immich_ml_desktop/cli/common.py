@@ -15,7 +15,8 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("models and device")
     g.add_argument("--cache-dir", type=Path, help="model cache in Immich's layout (<cache>/<task>/<name>/...)")
     g.add_argument("--device", help="auto, cpu, cuda, directml, coreml, openvino:CPU, openvino:GPU, ... (see `devices`)")
-    g.add_argument("--precision", choices=PRECISIONS, help="OpenVINO inference precision (default f32)")
+    g.add_argument("--precision", choices=PRECISIONS, help="OpenVINO inference precision (default auto: the device's "
+                   "faster precision for models whose vectors stay interchangeable with Immich's, f32 for the rest)")
     g.add_argument("--threads", type=int, help="threads per model (0 = all cores)")
     g.add_argument("--no-download", action="store_true", help="never download missing models")
 

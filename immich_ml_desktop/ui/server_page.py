@@ -118,7 +118,7 @@ class ServerPage(Page):
         self.body.addWidget(immich_box)
 
         tables = QHBoxLayout()
-        self.models_table = self._table(["Model loaded", "Task", "Device", "Idle"])
+        self.models_table = self._table(["Model loaded", "Task", "Device", "Precision", "Idle"])
         self.routes_table = self._table(["Task", "Type", "Served"])
         for title, table in (("Models loaded", self.models_table), ("Tasks", self.routes_table)):
             group = QGroupBox(title)
@@ -243,7 +243,8 @@ class ServerPage(Page):
         models = self.server.engine.loaded_models()
         self.models_table.setRowCount(len(models))
         for r, m in enumerate(models):
-            for c, value in enumerate((m["name"], f"{m['task']} / {m['type']}", m["device"] or "", f"{m['idle_seconds']:.0f} s")):
+            row = (m["name"], f"{m['task']} / {m['type']}", m["device"] or "", m["precision"] or "", f"{m['idle_seconds']:.0f} s")
+            for c, value in enumerate(row):
                 self.models_table.setItem(r, c, QTableWidgetItem(str(value)))
         routes = self.server.served_tasks()
         self.routes_table.setRowCount(len(routes))

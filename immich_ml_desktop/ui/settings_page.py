@@ -70,7 +70,12 @@ class SettingsPage(Page):
 
         self.precision = QComboBox()
         self.precision.addItems(list(PRECISIONS))
-        self.precision.setToolTip("Inference precision on OpenVINO devices; f16/bf16 are faster on GPUs and new CPUs")
+        self.precision.setToolTip(
+            "Inference precision on OpenVINO devices.\n"
+            "auto: the device's faster precision (bf16 on new CPUs, f16 on GPUs) for each model whose vectors stay "
+            "interchangeable with Immich's (checked once per model), f32 for the others.\n"
+            "f32: exact everywhere. bf16/f16: fastest; face vectors drift slightly from Immich's."
+        )
         form.addRow("&Precision", self.precision)
 
         self.threads = QSpinBox()
