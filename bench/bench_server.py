@@ -1,8 +1,11 @@
 """Benchmark the ML server: its overhead over the engine's own call, and requests/s with p50/p95 latency
 for CLIP image, CLIP text and faces at 1, 2 and 4 concurrent clients.
 
-    python bench/bench_server.py                       # ViT-B-32 from /work/bench-models if READY, else the tiny pack
-    python bench/bench_server.py --cache-dir ../shared/models --clip-model tiny-random-clip --seconds 10
+    python bench/bench_server.py --cache-dir /path/with/ViT-B-32__openai     # ../shared/models is always added
+    python bench/bench_server.py --clip-model tiny-random-clip --seconds 10
+
+The image is what Immich sends: a JPEG preview whose shorter side is 1440 px, made from --image
+(default insightface's 6-face t1.jpg).
 
 The server runs in this process on the same Engine as the baseline, so both use the very same loaded
 models; clients are httpx threads sending exactly what Immich sends. Figures are medians. On a machine
@@ -24,18 +27,13 @@ from typing import Callable
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import preview_jpeg  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MODELS = ROOT.parent / "shared" / "models"
-BENCH_MODELS = Path("/work/bench-models")
 DEFAULT_IMAGE = ROOT.parent / "shared" / "photos" / "insightface" / "t1.jpg"
 TEXT = "a dog running on the beach at sunset"
-
-
-def default_caches() -> list[Path]:
-    caches = [SHARED_MODELS]
-    if (BENCH_MODELS / "READY").is_file():
-        caches.insert(0, BENCH_MODELS)
-    return caches
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -91,11 +89,12 @@ def load(url: str, send: Callable[[httpx.Client], httpx.Response], clients: int,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache-dir", type=Path, action="append", help="model cache (repeatable); default: bench-models if ready + ../shared/models")
+    parser.add_argument("--cache-dir", type=Path, action="append", default=[], help="model cache (repeatable); ../shared/models is added")
     parser.add_argument("--clip-model", help="default ViT-B-32__openai when present, else tiny-random-clip")
     parser.add_argument("--face-model", default="test-scrfd25g-r512")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="photo sent (default insightface/t1.jpg, 6 faces)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seconds", type=float, default=15.0, help="load duration per endpoint and client count")
     parser.add_argument("--repeats", type=int, default=15, help="calls for the overhead medians")
@@ -106,11 +105,11 @@ def main() -> int:
     from immich_ml_desktop.models.engine import Engine
     from immich_ml_desktop.models.runtime import default_parallel
 
-    caches = args.cache_dir or default_caches()
+    caches = [*args.cache_dir, SHARED_MODELS]
     clip_model = args.clip_model or (
         "ViT-B-32__openai" if any((c / "clip" / "ViT-B-32__openai").is_dir() for c in caches) else "tiny-random-clip"
     )
-    image = args.image.read_bytes()
+    image = preview_jpeg(args.image)
     clip_image_entries = json.dumps({"clip": {"visual": {"modelName": clip_model}}})
     clip_text_entries = json.dumps({"clip": {"textual": {"modelName": clip_model, "options": {}}}})
     face_entries = json.dumps({
@@ -137,7 +136,7 @@ def main() -> int:
     print(f"load average {os.getloadavg()[0]:.1f} on {cores} cores ('req/s if idle' = cores / CPU time per request)")
     print(f"caches: {', '.join(map(str, caches))}; clip: {clip_model}; faces: {args.face_model}; "
           f"image: {args.image.name} ({len(image) // 1024} KiB); device {args.device}")
-    with Engine(caches, args.device, model_ttl=0) as engine:
+    with Engine(caches, args.device, precision=args.precision, parallel=max(args.workers) or default_parallel()) as engine:
         faces = engine.faces(args.face_model, image, 0.7)
         print(f"{len(faces)} faces in the image")
         for workers in args.workers:

@@ -25,6 +25,7 @@ _PHOTOS = [
     ("insightface", "data/images/t1.jpg"),
 ]
 _FACE = ("insightface", "data/images/Tom_Hanks_54745.png")  # an aligned 112x112 face crop
+SAMPLE_FILES = [*_PHOTOS, _FACE]  # what an installer must carry (installer/immich-ml-desktop.spec)
 
 PHRASES = [
     "a photo of a cat sleeping on a sofa",
