@@ -113,5 +113,6 @@ def test_sessions_for_several_callers_use_streams(models_dir: Path, tmp_path: Pa
     many = make_session(path, _ov_cpu(), RuntimeOptions(precision="f32", parallel=2, cache_dir=tmp_path))
     assert str(one._compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
     assert str(many._compiled.get_property("PERFORMANCE_HINT")) == "THROUGHPUT"
+    assert many._compiled.get_property("ENABLE_CPU_PINNING") is False  # our own threads share the cores
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
     assert _cos(one.run(None, {"image": x})[0][0], many.run(None, {"image": x})[0][0]) > 0.99999
