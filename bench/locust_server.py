@@ -55,6 +55,7 @@ def main() -> int:
     parser.add_argument("--face-model", default="test-scrfd25g-r512")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--users", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--classes", nargs="+", default=CLASSES, help="user classes to run alone")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--mixed-seconds", type=float, default=60, help="all classes together (0 = skip)")
     parser.add_argument("--device", default="auto")
@@ -90,7 +91,7 @@ def main() -> int:
               f"faces {args.face_model}, image {args.image.name} as a 1440 px preview")
         print(f"{'endpoint':<11} {'users':>5} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'reqs':>5} {'fails':>5}")
         with tempfile.TemporaryDirectory() as tmp:
-            runs = [([c], u, args.seconds) for c in CLASSES for u in args.users]
+            runs = [([c], u, args.seconds) for c in args.classes for u in args.users]
             if args.mixed_seconds:
                 runs.append((CLASSES, 2 * len(CLASSES), args.mixed_seconds))
             for classes, users, seconds in runs:
