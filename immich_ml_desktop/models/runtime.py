@@ -226,7 +226,13 @@ def native_low_precision(device: Device) -> str:
 
 
 class OpenVinoSession(Session):
-    """OpenVINO reading the same ONNX file; one infer request per calling thread."""
+    """OpenVINO reading the same ONNX file. Each call borrows an idle infer request (made when none is
+    idle), so there are as many as calls ever ran at once.
+
+    Requests are not kept per thread: a thread-local request is destroyed when its thread's Python state
+    is, and for a Qt pool thread that happens inside shiboken's GIL release, where OpenVINO's destructor
+    crashes the process (every GUI indexing run on OpenVINO crashed when the job's thread ended).
+    """
 
     def __init__(
         self,
@@ -265,7 +271,8 @@ class OpenVinoSession(Session):
             options.cache_dir.mkdir(parents=True, exist_ok=True)
             config["CACHE_DIR"] = str(options.cache_dir)
         self._compiled = core.compile_model(model, device.name, config)
-        self._local = threading.local()
+        self._idle: list[Any] = []
+        self._idle_lock = threading.Lock()
         self._inputs = [
             NodeInfo(p.any_name, [_ov_dim(d) for d in p.get_partial_shape()]) for p in self._compiled.inputs
         ]
@@ -280,18 +287,18 @@ class OpenVinoSession(Session):
     def get_outputs(self) -> list[NodeInfo]:
         return self._outputs
 
-    def _request(self) -> Any:
-        req = getattr(self._local, "request", None)
-        if req is None:
-            req = self._local.request = self._compiled.create_infer_request()
-        return req
-
     def run(self, output_names: Sequence[str] | None, input_feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = self._request().infer(input_feed)
-        values = list(result.values())
-        if output_names is None:
-            return [np.array(v, copy=True) for v in values]
-        return [np.array(values[self._out_index[name]], copy=True) for name in output_names]
+        with self._idle_lock:
+            request = self._idle.pop() if self._idle else None
+        if request is None:
+            request = self._compiled.create_infer_request()
+        try:
+            values = list(request.infer(input_feed).values())
+            wanted = range(len(values)) if output_names is None else [self._out_index[n] for n in output_names]
+            return [np.array(values[i], copy=True) for i in wanted]  # copied before the request is reused
+        finally:
+            with self._idle_lock:
+                self._idle.append(request)
 
 
 def make_session(
