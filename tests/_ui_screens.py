@@ -2,14 +2,18 @@
 
     xvfb-run -s "-screen 0 1400x900x24" python tests/_ui_screens.py --photos ../shared/photos --out /work/notes
 
-It indexes the photos with the tiny test packs into a throw-away library, grabs the Library page while
-indexing, groups the faces and grabs the People page (grid and one group's detail) and the Server page.
+It indexes the photos (tiny test packs unless told otherwise) into a throw-away library, grabs the Library
+page while indexing, groups the faces and grabs the People page (grid and one group's detail) and the
+Server page. Each grab is saved twice: the window as Qt paints it, and the whole X screen (`-x11.png`,
+ImageMagick's `import`) as the display shows it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +28,9 @@ def main() -> int:
     parser.add_argument("--models", default=str(ROOT.parent / "shared" / "models"))
     parser.add_argument("--out", default="/work/notes")
     parser.add_argument("--platform", default="xcb", help="Qt platform (xcb: a real X display)")
+    parser.add_argument("--extra-models", nargs="*", default=[], help="more model caches (e.g. with ViT-B-32__openai)")
+    parser.add_argument("--clip-model", default="tiny-random-clip")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     os.environ["QT_QPA_PLATFORM"] = args.platform
     work = Path(tempfile.mkdtemp(prefix="ui-screens-"))
@@ -44,7 +51,8 @@ def main() -> int:
     if args.platform == "xcb":
         assert QGuiApplication.platformName() == "xcb", "not on a real X display"
     settings = Settings(
-        device="cpu", model_cache_dir=args.models, clip_model="tiny-random-clip", face_model="test-scrfd25g-r512",
+        device=args.device, model_cache_dir=args.models, extra_model_dirs=args.extra_models,
+        clip_model=args.clip_model, face_model="test-scrfd25g-r512",
         library_path=str(work / "library.sqlite3"), library_folders=[str(Path(args.photos).resolve())],
         allow_downloads=False,
     )
@@ -66,6 +74,10 @@ def main() -> int:
         path = out / name
         window.grab().save(str(path))
         print("saved", path, file=sys.stderr)
+        if args.platform == "xcb" and shutil.which("import"):
+            screen = path.with_name(path.stem + "-x11.png")
+            subprocess.run(["import", "-window", "root", str(screen)], check=False)
+            print("saved", screen, file=sys.stderr)
 
     pump(30, lambda: context.is_warm)
     library = window.page("Library")
