@@ -550,7 +550,8 @@ def main() -> None:
     """Run by hand (for the docs): `python tests/fake_immich.py PHOTO...` serves until Ctrl-C.
 
     With `--face-pack NAME --models DIR`, faces are detected on each preview with that pack and stored
-    unassigned, as Immich's face detection job would have stored them.
+    unassigned, as Immich's face detection job would have stored them. Each `--person A.jpg,B.jpg` then
+    puts the faces of those photos on one unnamed person, as Immich's own clustering would have.
     """
     import argparse
 
@@ -560,18 +561,26 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--models", type=Path, default=shared / "models")
     parser.add_argument("--face-pack", help="detect faces with this pack of --models")
+    parser.add_argument("--person", action="append", default=[], metavar="PHOTO,PHOTO",
+                        help="an unnamed person holding the faces of these photos (file names; repeatable)")
     parser.add_argument("photos", nargs="*", type=Path)
     args = parser.parse_args()
     fake = FakeImmich(args.spec)
-    for photo in args.photos:
-        fake.add_asset(photo)
+    ids = {photo.name: fake.add_asset(photo) for photo in args.photos}
+    person_of: dict[str, str] = {}
+    for group in args.person:
+        person = fake.add_person()
+        for name in group.split(","):
+            if name not in ids:
+                parser.error(f"--person names {name!r}, which is not one of the photos")
+            person_of[ids[name]] = person
     if args.face_pack:
         from immich_ml_desktop.models.engine import Engine
 
         with Engine(args.models, "cpu") as engine:
             for asset_id, data in fake.previews.items():
                 for face in engine.faces(args.face_pack, data):
-                    fake.add_face(asset_id, tuple(float(v) for v in face.box))
+                    fake.add_face(asset_id, tuple(float(v) for v in face.box), person_of.get(asset_id))
     url = fake.start(args.port)
     print(f"fake Immich at {url} with {len(fake.assets)} assets and {len(fake.faces)} faces; "
           f"API key: {fake.admin_key}", flush=True)

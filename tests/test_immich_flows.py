@@ -111,8 +111,8 @@ def test_dry_run_shows_the_plan_and_writes_nothing(fake: FakeImmich, client: Imm
     plan = build_plan(client, scene.people)
     text = "\n".join(plan.describe())
     assert "Ann: create; 2 faces to assign, 1 faces not found in Immich" in text
-    assert "Joe: use existing 'Joe'; 0 faces to assign, merge 1 Immich people (unnamed)" in text
-    assert "(unnamed): use existing ''; 0 faces to assign, hide" in text
+    assert "Joe: use existing 'Joe'; 0 faces to assign, merge 1 Immich person (unnamed)" in text
+    assert re.search(r"\(unnamed\): use existing unnamed person [0-9a-f]{8}; 0 faces to assign, hide", text)
     assert plan.counts() == {"create_person": 1, "reassign_face": 2, "merge_people": 1, "update_person": 1}
     assert {op for op, _, _ in fake.log} == {"getAllPeople", "getFaces", "searchAssets"}  # reads only
     assert fake.snapshot() == before

@@ -171,8 +171,13 @@ def run_push(args: argparse.Namespace) -> int:
             plan = PushPlan.load(args.plan) if args.plan else PushPlan.latest(folder)
             if plan is None:
                 raise InvalidInputError(f"No push to {'resume' if args.resume else 'undo'}: {folder} holds no plan.")
-            run = PushRun(client, plan, progress=_step_printer(args))
-            plan = run.apply() if args.resume else run.revert()
+            if plan.state == ("reverted" if args.undo else "applied"):
+                if not args.json:
+                    print(f"push {plan.id} was already {plan.state}: nothing to do ({plan.path})")
+                    return 0
+            else:
+                run = PushRun(client, plan, progress=_step_printer(args))
+                plan = run.apply() if args.resume else run.revert()
         else:
             with open_library(settings) as store:
                 people = reviewed_people(People(store, args.face_model), include_unreviewed=args.all_groups)
@@ -232,7 +237,8 @@ def run_register(args: argparse.Namespace) -> int:
     if not ml.enabled:
         print("note: machine learning is switched off in Immich (Administration > Machine Learning)")
     for m in models:
-        state = "present" if m.present else "MISSING (run with --download, or `models download " + m.name + "`)"
+        where = f" --cache-dir {args.cache_dir}" if getattr(args, "cache_dir", None) else ""
+        state = "present" if m.present else f"MISSING (run with --download, or `models download {m.name}{where}`)"
         print(f"  {m.task} model {m.name}: {state}")
     return 0 if all(m.present for m in models) else 1
 

@@ -211,10 +211,15 @@ class PushPlan:
         """The plan in words, one line per person, then totals."""
         lines = []
         for p in self.summary:
-            action = "create" if p["create"] else f"use existing '{p['target_name']}'"
+            if p["create"]:
+                action = "create"
+            else:
+                action = "use existing " + (f"'{p['target_name']}'" if p["target_name"] else f"unnamed person {str(p['target'])[:8]}")
             extra = [f"{p['reassign']} faces to assign"]
             if p["merge"]:
-                extra.append(f"merge {len(p['merge'])} Immich people ({', '.join(n or 'unnamed' for n in p['merge'])})")
+                merged = len(p["merge"])
+                names = ", ".join(n or "unnamed" for n in p["merge"])
+                extra.append(f"merge {merged} Immich {'person' if merged == 1 else 'people'} ({names})")
             if p["rename"]:
                 extra.append("rename")
             if p["hide"]:
@@ -379,7 +384,7 @@ class PushRun:
     def apply(self) -> PushPlan:
         """Run every step not yet done (resumes an interrupted push). Raises on the first failure."""
         if self.plan.state in ("reverting", "reverted"):
-            raise InvalidInputError("This push was reverted; build a new plan to push again.")
+            raise InvalidInputError("This push was reverted; run `immich push` again to build a new plan.")
         self._check_key()
         self.plan.set_state("applying")
         total = len(self.plan.steps)
@@ -521,7 +526,7 @@ def describe_step(step: dict[str, Any]) -> str:
     if kind == "create_person":
         return f"create person '{step['name']}'" + (" (hidden)" if step["hidden"] else "")
     if kind == "update_person":
-        return f"update person {step['person']}: " + ", ".join(f"{k} {v!r}" for k, v in step["set"].items())
+        return f"update person {str(step['person'])[:8]}: " + ", ".join(f"{k} {v!r}" for k, v in step["set"].items())
     if kind == "merge_people":
         source = f"'{step['source_name']}'" if step["source_name"] else f"unnamed person {step['source'][:8]}"
         return f"merge {source} into '{step['name']}'"
