@@ -423,6 +423,12 @@ def test_index_review_then_push_real_faces_from_the_command_line(face_fake: Fake
     assert sorted(named) == ["Barack Obama", "Joe Biden"] and named["Joe Biden"]["isHidden"]
     assert len(face_fake.faces_of(named["Barack Obama"]["id"])) == 2
     assert len(face_fake.faces_of(named["Joe Biden"]["id"])) == 1
+    assert cli("immich", "push", *common, "--resume") == 0
+    assert "was already applied: nothing to do" in capsys.readouterr().out
+    assert cli("immich", "push", *common, "--undo") == 0
+    assert "reverted: 5/5 steps undone" in capsys.readouterr().out and face_fake.people == {}
+    assert cli("immich", "push", *common, "--undo") == 0  # again: says so, changes nothing
+    assert "was already reverted: nothing to do" in capsys.readouterr().out and face_fake.people == {}
 
 
 # -- the command line ---------------------------------------------------------------------------------
