@@ -123,10 +123,14 @@ def test_bad_images_give_one_clear_error(capsys, models_dir: Path, bad_inputs, k
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
 
 
-def test_unknown_model_names_what_is_missing(capsys, models_dir: Path) -> None:
+def test_unknown_model_names_what_is_missing(capsys, models_dir: Path, tmp_path: Path) -> None:
     entries = json.dumps({"clip": {"textual": {"modelName": "no-such-model"}}})
     code, _, err = run_cli(capsys, "predict", "--cache-dir", str(models_dir), "--no-download", "--entries", entries, "--text", "x")
-    assert code != 0 and "no-such-model" in err and "models download" in err
+    assert code != 0 and "no-such-model" in err and "not a model Immich knows" in err and "models list" in err
+    # a catalogued model that is missing: the command that downloads it
+    entries = json.dumps({"clip": {"textual": {"modelName": "ViT-B-32__openai"}}})
+    code, _, err = run_cli(capsys, "predict", "--cache-dir", str(tmp_path), "--no-download", "--entries", entries, "--text", "x")
+    assert code != 0 and "models download ViT-B-32__openai" in err
 
 
 @pytest.fixture

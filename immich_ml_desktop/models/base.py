@@ -144,10 +144,14 @@ class InferenceModel:
             missing = self.missing_files()
             if missing:
                 rel = ", ".join(str(p) for p in missing)
+                fix = (
+                    f"Run `immich-ml-desktop models download {self.model_name}`"
+                    if self.downloadable
+                    else "It is not a model Immich knows (see `immich-ml-desktop models list`): check the name,"
+                )
                 raise ModelNotFoundError(
                     f"Model {self.model_name!r} ({self.model_task.value} {self.model_type.value}) is not in the "
-                    f"model cache: missing {rel}. Run `immich-ml-desktop models download {self.model_name}` "
-                    f"or point --cache-dir at a folder that has it."
+                    f"model cache: missing {rel}. {fix} or point --cache-dir at a folder that has it."
                 )
             start = time.perf_counter()
             try:
