@@ -347,6 +347,8 @@ class InstallerBuild:
     def build(self) -> dict:
         print(f"Building {APP_NAME} {self.version} for {self.target} ({self.variant}){' [dry run]' if self.dry_run else ''}")
         print("Needs: " + "; ".join(PLATFORM_NEEDS[self.target]))
+        if self.target == "macos" and self.variant != "cpu":
+            raise BuildError("macOS has no CUDA (there is no onnxruntime-gpu for it): build macOS with --variant cpu.")
         if not self.native and not self.dry_run:
             raise BuildError(
                 f"Building for {self.target} must run on {self.target} (PyInstaller does not cross-compile); "

@@ -155,6 +155,11 @@ def test_building_for_another_platform_is_refused_outside_a_dry_run():
         build_installer.InstallerBuild(other, "cpu", dry_run=False).build()
 
 
+def test_cuda_variant_for_macos_is_refused_even_in_a_dry_run():
+    with pytest.raises(build_installer.BuildError, match="macOS has no CUDA"):
+        build_installer.InstallerBuild("macos", "cuda", dry_run=True).build()
+
+
 def test_a_missing_packaging_tool_stops_the_build_with_where_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
     build = build_installer.InstallerBuild(build_installer.this_platform(), "cpu", dry_run=False)
