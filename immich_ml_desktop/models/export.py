@@ -11,6 +11,7 @@ import gzip
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -57,6 +58,12 @@ def _require_torch() -> tuple[Any, Any]:
         import open_clip
         import torch
     except ImportError as e:
+        if getattr(sys, "frozen", False):  # the installed app: PyTorch is never bundled
+            raise ExportError(
+                "Exporting needs PyTorch and open_clip, which the installed app does not include: install the "
+                "Python package with its export extra (pip install 'immich-ml-desktop[export]') and run "
+                "`immich-ml-desktop models export-clip` from there; the app then uses the exported model."
+            ) from None
         raise ExportError(
             f"Exporting needs PyTorch and open_clip ({e.name} is missing): "
             "pip install 'immich-ml-desktop[export]'"

@@ -134,8 +134,12 @@ class MainWindow(QMainWindow):
         geometry = self.qsettings.value("window/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
-        else:
-            self.resize(1280, 820)
+        else:  # first start: roomy, but never taller or wider than the screen (laptops: 768 px)
+            screen = self.screen().availableGeometry() if self.screen() is not None else None
+            width, height = 1280, 820
+            if screen is not None:
+                width, height = min(width, screen.width() - 40), min(height, screen.height() - 60)
+            self.resize(max(width, 800), max(height, 560))
         try:
             row = int(self.qsettings.value("window/page", 0))
         except (TypeError, ValueError):
