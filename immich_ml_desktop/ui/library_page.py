@@ -122,9 +122,7 @@ class LibraryPage(Page):
 
         progress_row = QHBoxLayout()
         self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setFormat("%v / %m")
+        self._show_progress(0, 0, "")  # nothing run yet: an empty bar, not "0 / 1"
         self.speed_label = QLabel()
         self.speed_label.setMinimumWidth(330)
         progress_row.addWidget(self.progress, 1)
@@ -283,8 +281,7 @@ class LibraryPage(Page):
             self.progress.setRange(0, 0)
             self.speed_label.setText(STATE_WORDS[p.state])
             return
-        self.progress.setRange(0, max(1, p.total))
-        self.progress.setValue(p.done)
+        self._show_progress(p.done, p.total)
         if p.state == "paused":
             self.speed_label.setText(f"Paused at {p.done} of {p.total}")
         elif p.state == "indexing":
@@ -315,15 +312,21 @@ class LibraryPage(Page):
             f"{words}: {summary.indexed} indexed, {summary.failed} failed in {summary.seconds:.0f} s "
             f"({summary.images_per_second:.1f} images/s)"
         )
-        self.progress.setRange(0, max(1, summary.total))
-        self.progress.setValue(summary.indexed + summary.failed)
+        if summary.total:
+            self._show_progress(summary.indexed + summary.failed, summary.total)
+        else:
+            self._show_progress(1, 1, "Up to date")
         self.last_summary = summary
         self.context.status.emit(f"Indexing {words.lower()}: {summary.indexed} photos, {summary.faces} faces")
 
+    def _show_progress(self, done: int, total: int, text: str = "%v / %m") -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        self.progress.setFormat(text)
+
     def _failed(self, error: BaseException) -> None:
         self._done_running()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        self._show_progress(0, 0, "")
         self.speed_label.setText("Stopped by an error")
         self.message.show_error(error)
 
