@@ -51,8 +51,9 @@ def detect_faces_with_fallback(engine: Engine, name: str, image: ImageInput, min
         if found["boxes"].shape[0] == 0:
             continue
         offset = np.array([left, top], dtype=np.float32)
-        landmarks = (found["landmarks"] - offset) / scale
-        boxes = (found["boxes"] - np.tile(offset, 2)) / scale
+        scales = np.array([small.shape[1] / width, small.shape[0] / height], dtype=np.float32)  # as rounded
+        landmarks = (found["landmarks"] - offset) / scales
+        boxes = (found["boxes"] - np.tile(offset, 2)) / np.tile(scales, 2)
         embeddings = recognizer.embed_faces(bgr, {**found, "landmarks": landmarks})
         limits = np.array([width, height, width, height], dtype=np.float32)
         return [
