@@ -28,12 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from immich_ml_desktop.immich.ml_server import MlServer
+    from immich_ml_desktop.models.runtime import default_parallel
 
     if args.verbose == 0:  # a service shows one line per request by default
         logging.getLogger("immich_ml_desktop").setLevel(logging.INFO)
     settings = settings_from_args(args)
-    from immich_ml_desktop.models.runtime import default_parallel
-
     overrides: dict = {"parallel": args.workers or default_parallel()}
     if args.model_ttl is not None:
         overrides["model_ttl"] = args.model_ttl
@@ -44,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             port=settings.server_port if args.port is None else args.port,
             allow=settings.server_allow if args.allow is None else args.allow,
             forward_url=settings.forward_url if args.forward is None else args.forward,
-            workers=args.workers,
+            workers=engine.parallel,  # as many requests at once as the engine was built for
         )
         preload = settings.server_preload if args.preload is None else args.preload
         for model in server.preload(preload):

@@ -190,7 +190,6 @@ class ClipTextualEncoder(_ClipModel):
         self.tokenizer = tokenizer
         session = self._make_session(self.model_path)
         self.input_names = [i.name for i in session.get_inputs()]
-        self.is_mclip = "input_ids" in self.input_names
         return session
 
     def tokenize(self, text: str, language: str | None = None) -> dict[str, np.ndarray]:

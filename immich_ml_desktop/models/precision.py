@@ -73,6 +73,7 @@ class VerdictCache:
         with self._lock:
             data = self._read()
             data[key] = verdict.as_dict()
+            tmp: str | None = None
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".json.part")
@@ -81,6 +82,8 @@ class VerdictCache:
                 os.replace(tmp, self.path)
             except OSError as e:  # a read-only or full disk only costs a check at the next load
                 log.warning("Cannot remember the precision check in %s: %s", self.path, e)
+                if tmp is not None:
+                    Path(tmp).unlink(missing_ok=True)
 
     def _read(self) -> dict[str, object]:
         try:
