@@ -101,7 +101,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[0], help="inference threads to compare (0 = server default)")
     args = parser.parse_args()
 
-    from immich_ml_desktop.immich.ml_server import MlServer
+    from immich_ml_desktop.server.ml_server import MlServer
     from immich_ml_desktop.models.engine import Engine
     from immich_ml_desktop.models.runtime import default_parallel
 

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from immich_ml_desktop.errors import InvalidInputError
-from immich_ml_desktop.immich.ml_server import MlServer, parse_networks
+from immich_ml_desktop.server.ml_server import MlServer, parse_networks
 from immich_ml_desktop.models.engine import Engine
 from tests.conftest import CLIP_PACK, FACE_PACK, photo
 

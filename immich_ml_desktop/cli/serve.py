@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from immich_ml_desktop.immich.ml_server import MlServer
+    from immich_ml_desktop.server.ml_server import MlServer
     from immich_ml_desktop.models.runtime import default_parallel
 
     if args.verbose == 0:  # a service shows one line per request by default

@@ -1,1 +1,1 @@
-"""Talking to Immich: its ML service protocol (`MlServer`) and, later, its public API."""
+"""Talking to Immich (outbound): its public REST API client and the API key store."""

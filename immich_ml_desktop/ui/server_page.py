@@ -173,7 +173,7 @@ class ServerPage(Page):
         self._busy("Starting…")
 
         def start_server():
-            from immich_ml_desktop.immich.ml_server import MlServer
+            from immich_ml_desktop.server.ml_server import MlServer
 
             server = MlServer(
                 self.context.engine(), settings.server_host, settings.server_port,

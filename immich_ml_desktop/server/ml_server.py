@@ -34,7 +34,7 @@ from immich_ml_desktop.errors import (
     ModelNotFoundError,
     UserError,
 )
-from immich_ml_desktop.immich.multipart_form import FormPart, parse_form
+from immich_ml_desktop.server.multipart_form import FormPart, parse_form
 from immich_ml_desktop.models.base import ModelTask, ModelType
 from immich_ml_desktop.models.engine import Engine, UnsupportedTaskError
 from immich_ml_desktop.models.predict import Entry, parse_entries, run_entries, to_json
