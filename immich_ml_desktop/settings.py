@@ -1,8 +1,5 @@
-"""The app's settings in one typed object, saved as JSON under the platform's config directory.
-
-`IMMICH_ML_DESKTOP_CONFIG_DIR` and `IMMICH_ML_DESKTOP_CACHE_DIR` override the platform directories
-(tests and portable installs use them).
-"""
+"""The app's settings in one typed object, saved as JSON under the platform's config directory
+(`paths.py` says where, and which environment variables move it)."""
 
 from __future__ import annotations
 
@@ -14,35 +11,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import platformdirs
+from immich_ml_desktop.models.precision import PRECISIONS
+from immich_ml_desktop.paths import APP_NAME, app_cache_dir, config_dir, default_library_path, default_model_cache_dir
 
 log = logging.getLogger(__name__)
 
-APP_NAME = "immich-ml-desktop"
-# OpenVINO inference precision. `auto`: the device's faster precision (bf16 on new CPUs, f16 on GPUs) for
-# each model whose vectors stay interchangeable with Immich's (checked at first load), f32 for the others.
-PRECISIONS = ("auto", "f32", "bf16", "f16")
-
-
-def config_dir() -> Path:
-    env = os.environ.get("IMMICH_ML_DESKTOP_CONFIG_DIR")
-    return Path(env) if env else Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
-
-
-def app_cache_dir() -> Path:
-    """Where the app keeps what it derives (compiled models, batch-axis copies, thumbnails)."""
-    env = os.environ.get("IMMICH_ML_DESKTOP_CACHE_DIR")
-    return Path(env) if env else Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
-
-
-def default_model_cache_dir() -> Path:
-    """The model cache in Immich's layout (`<cache>/<task>/<name>/...`)."""
-    env = os.environ.get("MACHINE_LEARNING_CACHE_FOLDER")  # the variable Immich's own service reads
-    return Path(env) if env else app_cache_dir() / "models"
-
-
-def default_library_path() -> Path:
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "library.sqlite3"
+# Re-exported: callers read the precisions and the app's folders from here too.
+__all__ = ["APP_NAME", "PRECISIONS", "Settings", "app_cache_dir", "config_dir", "default_library_path", "default_model_cache_dir"]
 
 
 @dataclass

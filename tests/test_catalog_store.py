@@ -16,9 +16,9 @@ import pytest
 
 from immich_ml_desktop.cli import main
 from immich_ml_desktop.errors import DownloadError, InvalidInputError, ModelDamagedError, ModelNotFoundError
-from immich_ml_desktop.models import catalog
+from immich_ml_desktop.model_store import catalog
 from immich_ml_desktop.models.base import ModelTask
-from immich_ml_desktop.models.store import INCOMPLETE, MANIFEST, DownloadProgress, ModelStore
+from immich_ml_desktop.model_store.store import INCOMPLETE, MANIFEST, DownloadProgress, ModelStore
 from tests._hub_server import LocalHub
 from tests.conftest import CLIP_PACK, FACE_PACK, FACE_PACK_128
 
@@ -157,9 +157,11 @@ def test_complete_pack_makes_no_network_call(tmp_path: Path, online: LocalHub, m
 
 
 def test_engine_downloads_missing_models_through_the_store(tmp_path: Path, online: LocalHub, cpu_engine) -> None:
+    from immich_ml_desktop.model_store.fetcher import ModelFetcher
     from immich_ml_desktop.models.engine import Engine
 
-    with Engine(tmp_path / "cache", "cpu", work_dir=tmp_path / "work", allow_downloads=True) as engine:
+    fetcher = ModelFetcher(tmp_path / "cache")
+    with Engine(tmp_path / "cache", "cpu", work_dir=tmp_path / "work", allow_downloads=True, downloader=fetcher) as engine:
         vector = engine.clip_text(CLIP_NAME, "a photo of a dog")
     assert np.allclose(vector, cpu_engine.clip_text(CLIP_PACK, "a photo of a dog"), atol=1e-6)
     assert (tmp_path / "cache" / "clip" / CLIP_NAME / MANIFEST).is_file()

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from immich_ml_desktop.cli import main
-from immich_ml_desktop.models.store import ModelStore
+from immich_ml_desktop.model_store.store import ModelStore
 from tests.conftest import CLIP_PACK, photo
 
 HAVE_EXPORT = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("open_clip") is not None
@@ -55,7 +55,7 @@ def test_clip_tokenizer_matches_the_packs_and_open_clips(models_dir: Path) -> No
     import open_clip
     from tokenizers import Tokenizer
 
-    from immich_ml_desktop.models.export import clip_bpe_tokenizer
+    from immich_ml_desktop.model_store.export import clip_bpe_tokenizer
 
     ours = clip_bpe_tokenizer()
     shipped = Tokenizer.from_file(str(models_dir / "clip" / CLIP_PACK / "textual" / "tokenizer.json"))
@@ -96,7 +96,7 @@ def test_export_random_init_matches_pytorch(tiny_arch: str, tmp_path: Path, caps
 @needs_export
 def test_export_parity_on_real_photos(tiny_arch: str, tmp_path: Path) -> None:
     from immich_ml_desktop.models.engine import Engine
-    from immich_ml_desktop.models.export import export_clip
+    from immich_ml_desktop.model_store.export import export_clip
 
     photos = [
         Image.open(photo("insightface/t1.jpg")).convert("RGB"),
@@ -113,7 +113,7 @@ def test_export_parity_on_real_photos(tiny_arch: str, tmp_path: Path) -> None:
 
 @needs_export
 def test_export_errors_are_clear(tmp_path: Path) -> None:
-    from immich_ml_desktop.models.export import ExportError, export_clip
+    from immich_ml_desktop.model_store.export import ExportError, export_clip
 
     with pytest.raises(ExportError, match="no architecture"):
         export_clip("ViT-Nope-99", "openai", tmp_path)
@@ -124,7 +124,7 @@ def test_export_errors_are_clear(tmp_path: Path) -> None:
 @needs_export
 def test_export_of_a_model_with_a_hub_tokenizer_fails_clearly_offline(tmp_path: Path) -> None:
     """SigLIP's tokenizer lives on Hugging Face; offline (as conftest sets) the export stops at once."""
-    from immich_ml_desktop.models.export import ExportError, export_clip
+    from immich_ml_desktop.model_store.export import ExportError, export_clip
 
     with pytest.raises(ExportError, match="Hugging Face tokenizer"):
         export_clip("ViT-B-16-SigLIP", None, tmp_path, random_init=True)

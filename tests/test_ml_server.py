@@ -417,8 +417,9 @@ def test_preload_downloads_a_catalogued_model(models_dir: Path, work_dir: Path, 
     """A catalogued model missing from the cache is fetched first (here the hub is off, so the attempt
     ends in a DownloadError that says why, and nothing is written to the shared packs)."""
     from immich_ml_desktop.errors import DownloadError
+    from immich_ml_desktop.model_store.fetcher import ModelFetcher
 
-    with Engine([tmp_path, models_dir], "cpu", work_dir=work_dir, allow_downloads=True) as engine:
+    with Engine([tmp_path, models_dir], "cpu", work_dir=work_dir, allow_downloads=True, downloader=ModelFetcher(tmp_path)) as engine:
         with pytest.raises(DownloadError, match="ViT-B-32__openai"):
             MlServer(engine).preload(["ViT-B-32__openai"])
         with pytest.raises(Exception, match="no model of that name"):

@@ -21,13 +21,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from conftest import CLIP_PACK, FACE_PACK, photo
 from immich_ml_desktop.errors import DownloadError, InvalidInputError, ModelNotFoundError
+from immich_ml_desktop.model_store.fetcher import ModelFetcher, fetch_verified
 from immich_ml_desktop.models import registry
 from immich_ml_desktop.models.base import ModelTask, ModelType
 from immich_ml_desktop.models.ocr import (
     WHEEL_MODELS,
     OcrTextDetector,
     OcrTextRecognizer,
-    fetch_verified,
     model_file,
     reading_order,
     shipped_models,
@@ -291,11 +291,11 @@ def test_download_fills_immichs_layout_and_the_model_then_reads_text_local_serve
         served = OcrModelFile(f"{base}/mirror/{stage.value}.onnx", model_file(OCR_MODEL, stage).sha256)
         monkeypatch.setattr(cls, "source", property(lambda self, served=served: served))
     name = "EN__PP-OCRv5_mobile"
-    with Engine(tmp_path, "cpu", work_dir=tmp_path / "work") as engine:
+    with Engine(tmp_path, "cpu", work_dir=tmp_path / "work", downloader=ModelFetcher(tmp_path)) as engine:
         for model_type in ("detection", "recognition"):
             model = engine.get_model("ocr", model_type, name, load=False)
             assert not model.cached
-            model.download()
+            engine.download(model)
             assert model.cached and tmp_path in model.model_path.parents
         answer = engine.predict_entries(ocr_entries(name), image=hello_image())
     rec_dir = tmp_path / "ocr" / name / "recognition"

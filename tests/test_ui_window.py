@@ -44,7 +44,7 @@ def test_settings_page_saves_and_rejects_in_place(qtbot, tmp_path: Path, models_
 
 
 def test_settings_page_offers_the_catalogue_and_shows_download_progress(qtbot, tmp_path: Path, models_dir: Path) -> None:
-    from immich_ml_desktop.models.store import DownloadProgress
+    from immich_ml_desktop.model_store.store import DownloadProgress
 
     window = make_window(qtbot, ui_settings(tmp_path, models_dir), tmp_path / "w.ini")
     page = window.page("Settings")

@@ -41,9 +41,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def engine_from_args(args: argparse.Namespace, **overrides: Any):  # -> Engine (import kept lazy)
-    from immich_ml_desktop.models.engine import Engine
+    from immich_ml_desktop.app_engine import build_engine
 
-    return Engine.from_settings(settings_from_args(args), **overrides)
+    return build_engine(settings_from_args(args), **overrides)
 
 
 def print_json(data: Any) -> None:

@@ -122,7 +122,7 @@ def run_index(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from immich_ml_desktop.library.immich_source import ImmichSource
-    from immich_ml_desktop.models.engine import Engine
+    from immich_ml_desktop.app_engine import build_engine
     from immich_ml_desktop.models.runtime import default_parallel
     from immich_ml_desktop.services.index import IndexJob, IndexProgress
 
@@ -137,7 +137,7 @@ def run_index(args: argparse.Namespace) -> int:
         bar.refresh()
 
     with _client(args) as client, open_library(settings) as store, \
-            Engine.from_settings(settings, parallel=default_parallel()) as engine:
+            build_engine(settings, parallel=default_parallel()) as engine:
         job = IndexJob(
             store, engine, ImmichSource(client, include_videos=not args.images_only),
             clip_model=None if args.no_clip else settings.clip_model,

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from immich_ml_desktop.library.folders import FolderSource
-    from immich_ml_desktop.models.engine import Engine
+    from immich_ml_desktop.app_engine import build_engine
     from immich_ml_desktop.models.runtime import default_parallel
     from immich_ml_desktop.services.index import IndexJob, IndexProgress
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         bar.refresh()
 
     parallel = args.workers or default_parallel()
-    with open_library(settings) as store, Engine.from_settings(settings, parallel=parallel) as engine:
+    with open_library(settings) as store, build_engine(settings, parallel=parallel) as engine:
         job = IndexJob(
             store, engine, source,
             clip_model=None if args.no_clip else settings.clip_model,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from immich_ml_desktop.cli.common import add_json_option, print_json, settings_from_args
 from immich_ml_desktop.errors import InvalidInputError
-from immich_ml_desktop.models import catalog
-from immich_ml_desktop.models.store import DownloadProgress, ModelStore, PackReport
+from immich_ml_desktop.model_store import catalog
+from immich_ml_desktop.model_store.store import DownloadProgress, ModelStore, PackReport
 
 PARITY_MIN_COSINE = 0.9999
 
@@ -160,7 +160,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from immich_ml_desktop.models.export import export_clip
+    from immich_ml_desktop.model_store.export import export_clip
 
     settings = settings_from_args(args)
     result = export_clip(

@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from immich_ml_desktop.library.search import ClipSearch
-    from immich_ml_desktop.models.engine import Engine
+    from immich_ml_desktop.app_engine import build_engine
 
     if args.limit < 1:
         raise InvalidInputError("--limit must be at least 1.")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInputError(
                 f"The library {store.path} has no CLIP vectors of {settings.clip_model}; {hint}."
             )
-        with Engine.from_settings(settings) as engine:
+        with build_engine(settings) as engine:
             hits = ClipSearch(store, engine, settings.clip_model).search(args.text, args.limit, args.language)
     results = [{"path": h.asset.key, "source": h.asset.source, "asset_id": h.asset.id, "score": round(h.score, 6)}
                for h in hits]

@@ -1,7 +1,7 @@
 """`InferenceModel`: the base class every model inherits, shaped like Immich's own.
 
 A model knows its identity (task, type, name), where its files live in an Immich-layout cache,
-how to get them (`download`), how to load a session on the chosen device (`load`) and how to turn an
+where to get them (`file_sources`, for the model store), how to load a session on the chosen device (`load`) and how to turn an
 input into Immich's answer (`predict`). To add a model, subclass it and register it in `registry.py`
 (see README "Adding a model").
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -55,6 +56,15 @@ def find_model_dir(cache_dirs: list[Path], task: ModelTask, model_name: str) -> 
     return cache_dirs[0] / task.value / name
 
 
+@dataclass(frozen=True)
+class FileSource:
+    """One file a model fetches from its own address (not a catalogue pack), checked by SHA-256."""
+
+    url: str
+    sha256: str
+    dest: Path
+
+
 class InferenceModel:
     """Base of every model. Subclasses set `identity`, `depends` and implement `_load`/`_predict`.
 
@@ -82,6 +92,7 @@ class InferenceModel:
         self.work_dir = work_dir  # the app's own cache for derived artefacts; never the model pack
         self.options = options
         self.session: Session | None = None
+        self.missing_hint = ""  # how to get missing files (the engine sets it from the model store)
         self.loaded = False
         self.last_used = time.monotonic()
         self._load_lock = threading.Lock()
@@ -123,18 +134,13 @@ class InferenceModel:
     def cached(self) -> bool:
         return not self.missing_files()
 
-    @property
-    def downloadable(self) -> bool:
-        """Whether `download()` knows where this model's files are (Immich's catalogue by default)."""
-        from immich_ml_desktop.models import catalog
+    def file_sources(self) -> list[FileSource] | None:
+        """Where this model's files come from, for the model store: None for a pack of Immich's catalogue
+        (fetched by name from Hugging Face), else the files to fetch (empty: nowhere known)."""
+        return None
 
-        return catalog.lookup(self.model_name) is not None
-
-    def download(self, progress: Callable[..., None] | None = None) -> None:
-        """Fetch this model's files into the primary cache (Hugging Face `immich-app/<name>`)."""
-        from immich_ml_desktop.models.store import ModelStore
-
-        ModelStore(self.cache_dirs[0]).download(self.model_name, progress=progress)
+    def files_fetched(self) -> None:
+        """Called by the model store once `file_sources` are downloaded (e.g. to derive a file from them)."""
 
     # loading ------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -144,14 +150,10 @@ class InferenceModel:
             missing = self.missing_files()
             if missing:
                 rel = ", ".join(str(p) for p in missing)
-                fix = (
-                    f"Run `immich-ml-desktop models download {self.model_name}`"
-                    if self.downloadable
-                    else "It is not a model Immich knows (see `immich-ml-desktop models list`): check the name,"
-                )
+                fix = f"{self.missing_hint} or point" if self.missing_hint else "Point"
                 raise ModelNotFoundError(
                     f"Model {self.model_name!r} ({self.model_task.value} {self.model_type.value}) is not in the "
-                    f"model cache: missing {rel}. {fix} or point --cache-dir at a folder that has it."
+                    f"model cache: missing {rel}. {fix} --cache-dir at a folder that has it."
                 )
             start = time.perf_counter()
             try:

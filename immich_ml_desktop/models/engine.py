@@ -12,20 +12,31 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from immich_ml_desktop.errors import UserError
+from immich_ml_desktop.errors import ModelNotFoundError, UserError
 from immich_ml_desktop.models.base import InferenceModel, ModelTask, ModelType, clean_name
 from immich_ml_desktop.models.clip import ClipTextualEncoder, ClipVisualEncoder
 from immich_ml_desktop.models.facial_recognition import FaceDetector, FaceRecognizer
 from immich_ml_desktop.models.images import DecodedImage, ImageInput, decode_image
 from immich_ml_desktop.models.registry import model_class
 from immich_ml_desktop.models.runtime import Device, RuntimeOptions, resolve_device
-from immich_ml_desktop.settings import Settings, app_cache_dir
+from immich_ml_desktop.models.predict import run_entries
+from immich_ml_desktop.paths import app_cache_dir
 
 log = logging.getLogger(__name__)
+
+
+class ModelDownloader(Protocol):
+    """What the engine needs of the model store (`model_store.fetcher.ModelFetcher`) to get missing files."""
+
+    def knows(self, model: InferenceModel) -> bool: ...
+
+    def missing_hint(self, model: InferenceModel) -> str: ...
+
+    def fetch(self, model: InferenceModel, progress: Callable[..., Any] | None = None) -> None: ...
 
 
 class UnsupportedTaskError(UserError):
@@ -57,6 +68,7 @@ class Engine:
         model_ttl: float = 0.0,
         allow_downloads: bool = False,
         download_progress: Callable[..., None] | None = None,
+        downloader: ModelDownloader | None = None,
     ) -> None:
         if isinstance(cache_dirs, (str, Path)):
             cache_dirs = [Path(cache_dirs)]
@@ -67,7 +79,8 @@ class Engine:
             threads=threads, precision=precision, parallel=max(1, parallel), cache_dir=self.work_dir / "openvino-cache"
         )
         self.parallel = self.runtime_options.parallel  # calls its users make at once (server/index workers)
-        self.allow_downloads = allow_downloads
+        self.allow_downloads = allow_downloads and downloader is not None
+        self.downloader = downloader  # knows where models come from, even when downloads are off
         self.download_progress = download_progress
         self.model_ttl = model_ttl
         self._models: dict[tuple[ModelTask, ModelType, str], InferenceModel] = {}
@@ -78,19 +91,6 @@ class Engine:
         if model_ttl > 0:
             self._reaper = threading.Thread(target=self._reap_idle, name="model-reaper", daemon=True)
             self._reaper.start()
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> "Engine":
-        kwargs: dict[str, Any] = dict(
-            cache_dirs=[Path(settings.model_cache_dir), *map(Path, settings.extra_model_dirs)],
-            device=settings.device,
-            precision=settings.precision,
-            threads=settings.threads,
-            model_ttl=settings.model_ttl,
-            allow_downloads=settings.allow_downloads,
-        )
-        kwargs.update(overrides)
-        return cls(**kwargs)
 
     # models -------------------------------------------------------------------------------------
     def get_model(self, task: ModelTask | str, model_type: ModelType | str, name: str, *, load: bool = True) -> InferenceModel:
@@ -106,6 +106,8 @@ class Engine:
                 if cls is None:
                     raise UnsupportedTaskError(f"Task {task.value!r} of type {model_type.value!r} is not served by this app.")
                 model = cls(name, self.cache_dirs, self.device, self.runtime_options, work_dir=self.work_dir)
+                if self.downloader is not None:
+                    model.missing_hint = self.downloader.missing_hint(model)
                 self._models[key] = model
         if load and not model.loaded:
             self._ensure_files(model)
@@ -113,15 +115,24 @@ class Engine:
         model.last_used = time.monotonic()
         return model
 
-    def _ensure_files(self, model: InferenceModel) -> None:
-        if model.cached or not self.allow_downloads or not model.downloadable:
-            return  # an unknown name: load() raises ModelNotFoundError naming what is missing
+    def can_download(self, model: InferenceModel) -> bool:
+        return self.downloader is not None and self.downloader.knows(model)
+
+    def download(self, model: InferenceModel, progress: Callable[..., None] | None = None) -> None:
+        """Fetch the model's missing files through the model store (one download per model at a time)."""
+        if self.downloader is None:
+            raise ModelNotFoundError(f"{model.model_name} is not in the model cache and this engine has no model store to fetch it.")
         with self._lock:
             lock = self._download_locks.setdefault(model.model_name, threading.Lock())
         with lock:
             if not model.cached:
                 log.info("Downloading %s (missing: %s)", model.model_name, ", ".join(map(str, model.missing_files())))
-                model.download(progress=self.download_progress)
+                self.downloader.fetch(model, progress=progress or self.download_progress)
+
+    def _ensure_files(self, model: InferenceModel) -> None:
+        if model.cached or not self.allow_downloads or not self.can_download(model):
+            return  # an unknown name: load() raises ModelNotFoundError naming what is missing
+        self.download(model)
 
     def loaded_models(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -187,8 +198,6 @@ class Engine:
         ]
 
     def predict_entries(self, entries: Any, image: bytes | ImageInput | None = None, text: str | None = None) -> dict[str, Any]:
-        from immich_ml_desktop.models.predict import run_entries
-
         return run_entries(self, entries, image=image, text=text)
 
     def __enter__(self) -> "Engine":

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import version as package_version
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, TypedDict
+from typing import Any, TypedDict
 
 import cv2
 import numpy as np
@@ -36,9 +34,8 @@ from rapidocr.utils.typings import EngineType, LangDet, LangRec, OCRVersion, Tas
 from rapidocr.utils.typings import ModelType as RapidModelType
 from rapidocr.utils.utils import validate_rtl_dependency
 
-from immich_ml_desktop.errors import DownloadError, InvalidInputError, ModelDamagedError, ModelNotFoundError
-from immich_ml_desktop.models import registry
-from immich_ml_desktop.models.base import InferenceModel, ModelTask, ModelType
+from immich_ml_desktop.errors import InvalidInputError, ModelDamagedError, ModelNotFoundError
+from immich_ml_desktop.models.base import FileSource, InferenceModel, ModelTask, ModelType
 from immich_ml_desktop.models.images import ImageInput, decode_image
 from immich_ml_desktop.models.runtime import Session
 
@@ -140,37 +137,6 @@ def shipped_models() -> list[str]:
     return names
 
 
-def fetch_verified(url: str, sha256: str, dest: Path, progress: Callable[[str, int, int], None] | None = None) -> None:
-    """Download `url` to `dest` through a temporary file, keeping it only if its SHA-256 matches."""
-    import httpx
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest, done = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as out, httpx.stream("GET", url, follow_redirects=True, timeout=60) as response:
-            if response.status_code != 200:
-                raise DownloadError(f"Downloading {url} failed: HTTP {response.status_code}. Check the network and retry.")
-            total = int(response.headers.get("content-length") or 0)
-            for chunk in response.iter_bytes(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(dest.name, done, total)
-        if digest.hexdigest() != sha256:
-            raise DownloadError(
-                f"Downloaded {url} but its SHA-256 is {digest.hexdigest()}, not {sha256}: the file is damaged "
-                f"or was replaced. Retry later."
-            )
-        tmp.replace(dest)
-    except httpx.HTTPError as e:
-        raise DownloadError(f"Downloading {url} failed: {e}. Check the network and retry.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def character_list(model_path: Path) -> list[str]:
     """The recogniser's characters: `dict.txt` beside the model, else the list RapidOCR embeds in the ONNX."""
     dict_path = model_path.parent / DICT_FILE
@@ -209,22 +175,19 @@ class PaddleOcrModel(InferenceModel):
             return cached
         return self.source.shipped or cached
 
-    @property
-    def downloadable(self) -> bool:
+    def file_sources(self) -> list[FileSource]:
+        """The file RapidOCR would download, into the primary cache in Immich's layout (none for a name
+        RapidOCR does not know)."""
         try:
-            self.source
+            source = self.source
         except ModelNotFoundError:
-            return False
-        return True
-
-    def download(self, progress: Callable[..., None] | None = None) -> None:
-        """Fetch the file RapidOCR would download into the primary cache, in Immich's layout."""
-        if self.cached:
-            return
+            return []
         dest = self.cache_dirs[0] / self.model_task.value / self.model_name / self.model_type.value / self.model_file
-        log.info("Downloading OCR %s %s from %s", self.model_name, self.model_type.value, self.source.url)
-        fetch_verified(self.source.url, self.source.sha256, dest, progress)
+        return [FileSource(source.url, source.sha256, dest)]
+
+    def files_fetched(self) -> None:
         if self.model_type == ModelType.RECOGNITION:
+            dest = self.file_sources()[0].dest
             (dest.parent / DICT_FILE).write_text("\n".join(character_list(dest)) + "\n", encoding="utf-8")
 
 
@@ -367,7 +330,3 @@ def crops(image: Image.Image, boxes: np.ndarray) -> list[np.ndarray]:
             crop = crop.rotate(90, expand=True)
         out.append(cv2.cvtColor(np.asarray(crop), cv2.COLOR_RGB2BGR))
     return out
-
-
-for _cls in (OcrTextDetector, OcrTextRecognizer):
-    registry.register(_cls)

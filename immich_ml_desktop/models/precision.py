@@ -21,9 +21,11 @@ from typing import Callable
 
 import numpy as np
 
-from immich_ml_desktop.settings import PRECISIONS
-
 log = logging.getLogger(__name__)
+
+# The precisions a user can ask for. `auto`: the device's faster precision (bf16 on new CPUs, f16 on GPUs)
+# for each model whose vectors stay interchangeable with Immich's (checked at first load), f32 for the others.
+PRECISIONS = ("auto", "f32", "bf16", "f16")
 
 MIN_COSINE = 0.9999  # what "interchangeable with Immich's vectors" means here (DESIGN.md)
 

@@ -7,16 +7,20 @@ server would answer. Embeddings are JSON strings; boxes are rounded, unclamped p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from immich_ml_desktop.errors import EntriesFormatError, InvalidInputError
-from immich_ml_desktop.models.base import ModelTask, ModelType
+from immich_ml_desktop.models.base import InferenceModel, ModelTask, ModelType
 from immich_ml_desktop.models.images import DecodedImage, decode_image
+from immich_ml_desktop.models.registry import model_class
 
-if TYPE_CHECKING:
-    from immich_ml_desktop.models.engine import Engine
+
+class ModelProvider(Protocol):
+    """What answering entries needs: the loaded model for a (task, type, name) (the Engine)."""
+
+    def get_model(self, task: str, model_type: str, name: str) -> InferenceModel: ...
 
 TEXT_TYPES = {ModelType.TEXTUAL.value}
 
@@ -56,8 +60,6 @@ def parse_entries(raw: str | bytes | dict[str, Any]) -> list[Entry]:
 
 
 def _depends(entry: Entry) -> list[tuple[str, str]]:
-    from immich_ml_desktop.models.registry import model_class
-
     try:
         cls = model_class(ModelTask(entry.task), ModelType(entry.type))
     except ValueError:
@@ -65,7 +67,7 @@ def _depends(entry: Entry) -> list[tuple[str, str]]:
     return [(t.value, k.value) for k, t in cls.depends] if cls else []
 
 
-def run_entries(engine: "Engine", raw_entries: Any, image: Any = None, text: str | None = None) -> dict[str, Any]:
+def run_entries(engine: ModelProvider, raw_entries: Any, image: Any = None, text: str | None = None) -> dict[str, Any]:
     entries = raw_entries if isinstance(raw_entries, list) else parse_entries(raw_entries)
     if image is None and text is None:
         raise InvalidInputError("Either image or text must be provided.")

@@ -21,10 +21,13 @@ for _cls in (ClipVisualEncoder, ClipTextualEncoder, FaceDetector, FaceRecognizer
 
 
 def _register_optional() -> None:
-    try:  # OCR (RapidOCR) is optional at import time so a broken install only loses OCR
-        from immich_ml_desktop.models import ocr  # noqa: F401  (registers itself)
+    try:  # OCR (RapidOCR) is imported on first need, and a broken install only loses OCR
+        from immich_ml_desktop.models.ocr import OcrTextDetector, OcrTextRecognizer
     except ImportError:
-        pass
+        return
+    for cls in (OcrTextDetector, OcrTextRecognizer):
+        if (cls.identity[1], cls.identity[0]) not in _MODELS:
+            register(cls)
 
 
 def model_class(task: ModelTask, model_type: ModelType) -> type[InferenceModel] | None:

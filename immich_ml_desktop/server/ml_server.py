@@ -281,7 +281,7 @@ class MlServer:
         for name in names:
             types = [(t, m) for t, m in served_tasks() if self.engine.get_model(t, m, name, load=False).model_dir.is_dir()]
             if not types and self.engine.allow_downloads:
-                from immich_ml_desktop.models import catalog
+                from immich_ml_desktop.model_store import catalog
 
                 entry = catalog.lookup(name)
                 types = [(t, m) for t, m in served_tasks() if entry is not None and t == entry.task.value]

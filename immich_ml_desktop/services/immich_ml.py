@@ -120,7 +120,7 @@ def check_models(engine: Any, ml: MlConfig, download: bool = False,
         check = checks.setdefault((task.value, name), ModelCheck(task.value, name, True))
         missing = [str(p) for p in model.missing_files()]
         if missing and download:
-            model.download(progress=progress)
+            engine.download(model, progress=progress)
             check.downloaded = True
             missing = [str(p) for p in model.missing_files()]
         check.missing += missing

@@ -15,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from immich_ml_desktop.library.store import LibraryStore
+from immich_ml_desktop.app_engine import build_engine
 from immich_ml_desktop.models.engine import Engine
 from immich_ml_desktop.models.runtime import default_parallel
 from immich_ml_desktop.settings import Settings
@@ -55,7 +56,7 @@ class AppContext(QObject):
         """The shared Engine, built on first use. Call from a background task, never the GUI thread."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = Engine.from_settings(
+                self._engine = build_engine(
                     self.settings, parallel=default_parallel(), download_progress=self._on_download
                 )
                 self.engine_changed.emit(self._engine)

@@ -28,7 +28,7 @@ TASK_DIRS = {"clip": "clip", "face": "facial-recognition"}
 
 def known_models(settings: Settings, kind: str) -> list[str]:
     """Models on disk in every cache folder first, then the rest of Immich's catalogue, without duplicates."""
-    from immich_ml_desktop.models import catalog
+    from immich_ml_desktop.model_store import catalog
     from immich_ml_desktop.models.base import ModelTask
 
     names: list[str] = []
@@ -254,7 +254,7 @@ class SettingsPage(Page):
                                 f"{name} is not in {settings.model_cache_dir}; tick 'Download missing models' "
                                 "or copy the model there."
                             )
-                        model.download(progress=self._report_download)
+                        engine.download(model, progress=self._report_download)
                         fetched.append(f"{name} ({model_type})")
             return [f"{len(fetched)} file set(s) fetched in {time.monotonic() - started:.0f} s"] if fetched else []
 

@@ -261,7 +261,7 @@ def export_clip(
             torch, _Textual(), (torch.ones(1, context_length, dtype=torch.int32),), text_dir / "model.onnx", "text", dynamic_batch, opset
         )
 
-        from immich_ml_desktop.models.store import write_manifest
+        from immich_ml_desktop.model_store.store import write_manifest
 
         write_manifest(staging, source=f"open_clip export {arch} {'random-init' if random_init else pretrained}")
         if target.exists():

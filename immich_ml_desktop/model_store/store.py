@@ -29,9 +29,9 @@ import httpx
 from filelock import FileLock
 
 from immich_ml_desktop.errors import DownloadError, InvalidInputError, ModelDamagedError, ModelNotFoundError
-from immich_ml_desktop.models import catalog
+from immich_ml_desktop.model_store import catalog
 from immich_ml_desktop.models.base import ModelTask, clean_name
-from immich_ml_desktop.models.catalog import MODEL_FOLDERS, REQUIRED_FILES, CatalogEntry
+from immich_ml_desktop.model_store.catalog import MODEL_FOLDERS, REQUIRED_FILES, CatalogEntry
 
 log = logging.getLogger(__name__)
 
