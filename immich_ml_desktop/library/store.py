@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 Source = Literal["folder", "immich"]
 Change = Literal["new", "changed", "unchanged"]
-TASKS = ("clip", "faces")
 
 
 def to_blob(vector: np.ndarray) -> bytes:

@@ -216,9 +216,6 @@ class ModelStore:
                     return pack
         return None
 
-    def is_complete(self, name: str) -> bool:
-        return self.find_pack(name) is not None
-
     def _quick_problems(self, pack: Path, task: ModelTask) -> list[str]:
         """Files that are absent or changed since the manifest was written; sizes and mtimes first,
         hashes only for files whose mtime moved."""

@@ -161,7 +161,6 @@ class IndexJob:
         self._cancel = threading.Event()
         self._rate = _Rate()
         self._last_emit = 0.0
-        self._state: State = "scanning"
         self._done = self._failed = self._total = self._faces = 0
         self._current: str | None = None
 
@@ -300,7 +299,6 @@ class IndexJob:
         return not self.cancelled
 
     def _emit(self, state: State, force: bool = False) -> None:
-        self._state = state
         if self._progress_cb is None:
             return
         now = time.monotonic()
