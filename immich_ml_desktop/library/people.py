@@ -423,9 +423,10 @@ class People:
         with self.store.write() as conn:
             before = _snapshot(conn, set(groups), set(faces))
             created = mutate(conn)
-            # A group the action emptied goes (undo brings it back with its faces).
-            conn.execute("DELETE FROM face_groups WHERE model = ? AND id NOT IN (SELECT group_id FROM face_assignments)",
-                         (self.model,))
+            # A group the action emptied goes (undo brings it back with its faces), unless decisions about faces of
+            # a photo being indexed again still point at it (library/decisions.py).
+            conn.execute("DELETE FROM face_groups WHERE model = ? AND id NOT IN (SELECT group_id FROM face_assignments) "
+                         "AND id NOT IN (SELECT group_id FROM pending_decisions WHERE group_id IS NOT NULL)", (self.model,))
             after = _snapshot(conn, {int(g) for g in before["groups"]} | created, {int(f) for f in before["faces"]})
             for g in created:
                 before["groups"][str(g)] = None

@@ -91,6 +91,29 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # 3: decisions about the faces of a photo whose image changed, kept until it is indexed again
+    # (library/decisions.py: they then go to the new faces that overlap the old ones).
+    """
+    CREATE TABLE pending_decisions (
+        asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+        model    TEXT NOT NULL,
+        x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,  -- the old face, old preview pixels
+        width    INTEGER,                       -- the old preview's size (boxes are scaled to the new one)
+        height   INTEGER,
+        group_id INTEGER,                       -- the group the user put it in (or acted on), if any
+        pinned   INTEGER NOT NULL DEFAULT 0,
+        rejected TEXT NOT NULL DEFAULT '[]',    -- JSON list of group ids: "not this person"
+        not_face INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX pending_decisions_by_asset ON pending_decisions (asset_id, model);
+    -- Face ids are never reused (the undo log and pending decisions name faces by id): the highest id ever
+    -- deleted is remembered, and new faces are numbered above it (store.record_results).
+    CREATE TABLE face_id_high (id INTEGER NOT NULL);
+    INSERT INTO face_id_high SELECT coalesce(max(id), 0) FROM faces;
+    CREATE TRIGGER faces_keep_id_high AFTER DELETE ON faces BEGIN
+        UPDATE face_id_high SET id = max(id, OLD.id);
+    END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Literal, Protocol, Sequence
 import numpy as np
 
 from immich_ml_desktop.errors import LibraryError
+from immich_ml_desktop.library import decisions
 from immich_ml_desktop.library.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -285,6 +286,14 @@ class LibraryStore:
                 result["removed"] = gone
         return result
 
+    def rekey_assets(self, source: Source, files: Iterable[AssetFile]) -> int:
+        """Store new change keys (size, mtime, checksum) for known assets without resetting their results:
+        for a source that changed how it tells an image changed. Returns how many rows changed."""
+        with self.write() as conn:
+            return sum(conn.execute(
+                "UPDATE assets SET size = ?, mtime_ns = ?, checksum = ? WHERE source = ? AND key = ?",
+                (f.size, f.mtime_ns, f.checksum, source, f.key)).rowcount for f in files)
+
     def upsert_asset(self, source: Source, key: str, *, size: int | None = None, mtime_ns: int | None = None,
                      checksum: str | None = None) -> tuple[int, Change]:
         """Add one asset or note that it changed (which drops its results so it is indexed again)."""
@@ -309,6 +318,7 @@ class LibraryStore:
 
     @staticmethod
     def _reset(conn: sqlite3.Connection, asset_id: int) -> None:
+        decisions.stash(conn, asset_id)  # the user's decisions wait for the faces of the new image
         conn.execute("DELETE FROM asset_status WHERE asset_id = ?", (asset_id,))
         conn.execute("DELETE FROM clip_vectors WHERE asset_id = ?", (asset_id,))
         conn.execute("DELETE FROM faces WHERE asset_id = ?", (asset_id,))
@@ -401,16 +411,20 @@ class LibraryStore:
                 if r.faces is not None:
                     if not face_model:
                         raise ValueError("faces need the face_model they came from")
+                    decisions.stash(conn, r.asset_id, face_model)
                     conn.execute("DELETE FROM faces WHERE asset_id = ? AND model = ?", (r.asset_id, face_model))
+                    (high,) = conn.execute(
+                        "SELECT max((SELECT id FROM face_id_high), coalesce((SELECT max(id) FROM faces), 0))").fetchone()
                     conn.executemany(
-                        "INSERT INTO faces (asset_id, model, x1, y1, x2, y2, score, landmarks, vector) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO faces (id, asset_id, model, x1, y1, x2, y2, score, landmarks, vector) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
-                            (r.asset_id, face_model, *map(float, f.box[:4]), float(f.score),
+                            (high + i, r.asset_id, face_model, *map(float, f.box[:4]), float(f.score),
                              to_blob(f.landmarks), to_blob(f.embedding))
-                            for f in r.faces
+                            for i, f in enumerate(r.faces, 1)
                         ],
                     )
+                    decisions.reapply(conn, r.asset_id, face_model, r.width, r.height)
                     self._status(conn, r.asset_id, "faces", face_model, "done", None, now)
 
     def record_failure(self, asset_id: int, reason: str, *, clip_model: str | None, face_model: str | None) -> None:
@@ -423,6 +437,7 @@ class LibraryStore:
                 conn.execute("DELETE FROM clip_vectors WHERE asset_id = ? AND model = ?", (asset_id, clip_model))
                 self._status(conn, asset_id, "clip", clip_model, "failed", reason, now)
             if face_model:
+                decisions.stash(conn, asset_id, face_model)  # kept until the photo indexes again
                 conn.execute("DELETE FROM faces WHERE asset_id = ? AND model = ?", (asset_id, face_model))
                 self._status(conn, asset_id, "faces", face_model, "failed", reason, now)
 
