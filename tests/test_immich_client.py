@@ -110,6 +110,84 @@ def test_server_down_is_a_clear_unreachable_error():
             client.version()
 
 
+@pytest.fixture
+def silent_server():
+    """A TCP server on loopback that accepts connections and never answers (a hung server or proxy)."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    stop.set()
+    thread.join(5)
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+def test_a_server_that_accepts_and_never_answers_is_named_after_one_wait(silent_server):
+    """The first call waits once for an answer (10 s by default), without the retries later calls get."""
+    url, accepted = silent_server
+    with ImmichClient(url, "key", backoff=0.01, probe_timeout=0.5) as client:
+        with pytest.raises(ImmichUnreachableError, match=r"accepted the connection but sent no answer to "
+                                                          r"getServerVersion within 0 s.*Nothing was changed") as info:
+            client.check_version()
+    assert len(accepted) == 1  # asked once, not 1 + retries
+    assert "\n" not in str(info.value)
+
+
+def test_something_that_is_not_immich_is_called_that_in_one_line(tmp_path: Path):
+    import http.server
+    import threading
+
+    (tmp_path / "index.html").write_text("<html><body><h1>Welcome to nginx!</h1>" + "<p>x</p>" * 50 + "</body></html>")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        for url in (f"http://127.0.0.1:{web.server_port}", f"http://127.0.0.1:{web.server_port}/index.html#"):
+            with ImmichClient(url, "key", backoff=0.01) as client:
+                with pytest.raises(ImmichError, match=r"is not an Immich server: GET /api/server/version answered "
+                                                      r"HTTP 404\. Check the URL") as info:
+                    client.check_version()
+                assert "\n" not in str(info.value) and "<p>" not in str(info.value)
+    finally:
+        web.shutdown()
+
+
+def test_our_own_ml_server_is_not_taken_for_immich(cpu_engine):
+    from immich_ml_desktop.server.ml_server import MlServer
+
+    with MlServer(cpu_engine, port=0) as ml, ImmichClient(ml.url, "key", backoff=0.01) as client:
+        with pytest.raises(ImmichError, match="is not an Immich server.*not its ML service's"):
+            client.check_version()
+
+
+@pytest.mark.parametrize("url, why", [
+    ("http://:2283", "with a host name"), ("ftp://photos.local", "not an http"), ("http://photos.local:port", "not a valid"),
+    ("http://[::1", "not a valid"),
+])
+def test_a_malformed_url_is_refused_before_any_network(url: str, why: str):
+    from immich_ml_desktop.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=why):
+        ImmichClient(url, "key")
+
+
 def test_search_pages_through_every_asset(fake: FakeImmich):
     with client_for(fake) as client:
         ids = [a["id"] for a in client.search_assets(page_size=2)]

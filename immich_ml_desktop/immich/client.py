@@ -17,6 +17,7 @@ import httpx
 
 from immich_ml_desktop.errors import (
     ImmichAuthError,
+    InvalidInputError,
     ImmichError,
     ImmichPermissionError,
     ImmichUnreachableError,
@@ -39,6 +40,7 @@ PERMISSIONS: dict[str, str | None] = {
     "reassignFacesById": "face.update",
     "getAllPeople": "person.read",
     "getPerson": "person.read",
+    "searchPerson": "person.read",
     "createPerson": "person.create",
     "updatePeople": "person.update",
     "deletePerson": "person.delete",
@@ -54,7 +56,7 @@ PERMISSIONS: dict[str, str | None] = {
 FEATURES: dict[str, tuple[str, ...]] = {
     "index assets": ("searchAssets", "viewAsset"),
     "push people": (
-        "searchAssets", "getFaces", "reassignFacesById", "getAllPeople", "getPerson",
+        "searchAssets", "getFaces", "reassignFacesById", "getAllPeople", "getPerson", "searchPerson",
         "createPerson", "updatePeople", "mergePerson", "deletePerson",
     ),
     "register ML URL": ("getConfig", "updateConfig"),
@@ -68,12 +70,21 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 def api_base_url(url: str) -> str:
-    """`https://photos.example` or `.../api/` -> `https://photos.example/api`."""
+    """`https://photos.example` or `.../api/` -> `https://photos.example/api`; a URL that cannot be an
+    Immich server's (no host, another scheme, a bad port) is refused at once, before any network."""
     url = url.strip().rstrip("/")
     if not url:
         raise ImmichUnreachableError("No Immich server URL given: pass --server or set IMMICH_URL.")
     if "://" not in url:
         url = "http://" + url
+    example = "e.g. http://192.168.1.10:2283 or https://photos.example.com"
+    try:
+        parsed = httpx.URL(url)
+        parsed.port  # noqa: B018 - raises for a port that is not a number
+    except (httpx.InvalidURL, ValueError) as e:
+        raise InvalidInputError(f"{url!r} is not a valid server URL ({e}); give it as {example}.") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidInputError(f"{url!r} is not an http(s) URL with a host name; give it as {example}.")
     return url if url.endswith("/api") else url + "/api"
 
 
@@ -97,6 +108,15 @@ class KeyCheck:
     missing: dict[str, list[str]]  # feature -> permissions it lacks (features it can use are absent)
 
 
+PROBE_TIMEOUT = 10.0  # the first call to a server: a server that accepts and never answers is named at once
+
+
+def not_visible(error: ImmichError) -> bool:
+    """Immich's answer for an asset or person that is gone or belongs to another user: 400 "Not found or
+    no ... access" (it does not tell the two apart), or 404 from older versions."""
+    return error.status in (400, 404)
+
+
 class ImmichClient:
     """A thread-safe client; one per server and key. Use as a context manager or call `close()`."""
 
@@ -109,10 +129,12 @@ class ImmichClient:
         retries: int = 3,
         backoff: float = 0.5,
         max_parallel: int = 4,
+        probe_timeout: float = PROBE_TIMEOUT,
     ) -> None:
         if not api_key:
             raise ImmichAuthError("No Immich API key given: pass --api-key or set IMMICH_API_KEY.")
         self.base_url = api_base_url(url)
+        self.probe_timeout = probe_timeout
         self.retries = retries
         self.backoff = backoff
         self.max_parallel = max_parallel
@@ -136,9 +158,11 @@ class ImmichClient:
     # -- transport -------------------------------------------------------------------------------
 
     def _send(self, operation: str, method: str, path: str, *, idempotent: bool | None = None,
-              stream_to: BinaryIO | None = None, **kwargs: Any) -> httpx.Response:
+              stream_to: BinaryIO | None = None, retries: int | None = None, retry_timeouts: bool = True,
+              **kwargs: Any) -> httpx.Response:
         """One API call with retries; `stream_to` receives the body in chunks (emptied on each attempt)."""
         retry_all = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        retries = self.retries if retries is None else retries
         attempt = 0
         while True:
             try:
@@ -147,6 +171,14 @@ class ImmichClient:
                         response = self._http.request(method, path, **kwargs)
                     else:
                         response = self._stream(method, path, stream_to, **kwargs)
+            except httpx.ReadTimeout as e:
+                seconds = self._http.timeout.read if "timeout" not in kwargs else kwargs["timeout"].read
+                error = ImmichUnreachableError(
+                    f"Immich at {self.base_url} accepted the connection but sent no answer to {operation} within "
+                    f"{seconds:.0f} s ({_reason(e)}): it may be starting, overloaded or not an Immich server. "
+                    "Nothing was changed; try again later."
+                )
+                retryable = retry_all and retry_timeouts
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 # The request never reached the server: safe to retry whatever the method.
                 error: Exception = ImmichUnreachableError(
@@ -165,7 +197,7 @@ class ImmichClient:
                     return response
                 error = self._error(operation, response)
                 retryable = retry_all and response.status_code >= 500
-            if not retryable or attempt >= self.retries:
+            if not retryable or attempt >= retries:
                 raise error
             delay = self.backoff * (2 ** attempt)
             attempt += 1
@@ -219,8 +251,29 @@ class ImmichClient:
     # -- server and key --------------------------------------------------------------------------
 
     def version(self) -> ServerVersion:
-        data = self._json("getServerVersion", "GET", "/server/version")
-        return ServerVersion(int(data["major"]), int(data["minor"]), int(data["patch"]))
+        """The server's version; the first call to a server, so it also tells that the server answers in
+        time and that it is an Immich server at all (in one line each)."""
+        try:
+            # One try for an answer (a refused connection once more): a server that does not answer is named
+            # within seconds, not after the retries a busy server deserves later on.
+            response = self._send("getServerVersion", "GET", "/server/version", retries=1, retry_timeouts=False,
+                                  timeout=httpx.Timeout(self.probe_timeout, connect=min(self.probe_timeout, 5.0)))
+        except ImmichError as e:
+            if e.status is not None and e.status < 500 and not isinstance(e, ImmichAuthError):
+                raise self._not_immich(f"HTTP {e.status}") from None
+            raise
+        try:
+            data = response.json()
+            return ServerVersion(int(data["major"]), int(data["minor"]), int(data["patch"]))
+        except (ValueError, TypeError, KeyError):
+            kind = response.headers.get("content-type", "no content type").split(";")[0]
+            raise self._not_immich(f"{kind}: {' '.join(response.text.split())[:60]!r}") from None
+
+    def _not_immich(self, answer: str) -> ImmichError:
+        return ImmichError(
+            f"{self.base_url.removesuffix('/api')} is not an Immich server: GET /api/server/version answered "
+            f"{answer}. Check the URL (Immich's web address, usually port 2283), not its ML service's."
+        )
 
     def check_version(self) -> ServerVersion:
         """The server's version; raises ImmichVersionError for Immich older than 2.0."""
@@ -288,6 +341,9 @@ class ImmichClient:
         return self._json("getFaces", "GET", "/faces", params={"id": asset_id})
 
     def people(self, with_hidden: bool = True) -> list[dict[str, Any]]:
+        """The people Immich lists: only those with a visible face on a timeline asset that have a name or
+        at least `minimumFaces` (3) faces. A new, still empty person is not among them (`person(id)` and
+        `search_people(name)` find it)."""
         people: list[dict[str, Any]] = []
         page = 1
         while True:
@@ -306,6 +362,11 @@ class ImmichClient:
             if e.status in (400, 404):  # Immich answers 400 "Person not found" for a deleted person
                 return None
             raise
+
+    def search_people(self, name: str, with_hidden: bool = True) -> list[dict[str, Any]]:
+        """People whose name is like `name` (Immich's trigram match, faces or not); callers compare exactly."""
+        return self._json("searchPerson", "GET", "/search/person",
+                          params={"name": name, "withHidden": str(with_hidden).lower()})
 
     def create_person(self, name: str, is_hidden: bool = False) -> dict[str, Any]:
         return self._json("createPerson", "POST", "/people", json={"name": name, "isHidden": is_hidden})
@@ -356,13 +417,22 @@ def _reason(error: Exception) -> str:
 
 
 def _message(response: httpx.Response) -> str:
+    """Immich's error text; with its validation details (3.1: `errors: [{path: [...], message}]`)."""
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:200] or response.reason_phrase
+        return " ".join(response.text.split())[:200] or response.reason_phrase
     if isinstance(body, dict):
         message = body.get("message")
-        if isinstance(message, list):
+        if isinstance(message, list):  # Immich 2.x: class-validator messages
             message = "; ".join(map(str, message))
-        return str(message or body.get("error") or body)
+        details = [_validation_detail(e) for e in body.get("errors") or () if isinstance(e, dict)]
+        text = str(message or body.get("error") or body)
+        return f"{text}: {'; '.join(details)}" if details else text
     return str(body)[:200]
+
+
+def _validation_detail(error: dict[str, Any]) -> str:
+    path = error.get("path")
+    where = ".".join(map(str, path)) if isinstance(path, list) else str(path or "")
+    return f"{where}: {error.get('message', '?')}" if where else str(error.get("message", "?"))
