@@ -2,7 +2,13 @@
 
 Every request and every successful response is validated against Immich's OpenAPI spec (v3.1, through
 openapi-core); violations are answered 400 and collected in `spec_errors`, which tests assert empty.
-Keys, permissions and admin-only routes behave as Immich's guards do. Faults can be injected: an HTTP
+Keys, permissions and admin-only routes behave as Immich's guards do, and it answers as the real 3.1
+server was seen to (tests/test_real_immich.py runs the same flows against one): `GET /people` lists only
+people with a visible face on a timeline asset that have a name or at least 3 faces; another user's asset
+is 400 "Not found or no asset.read access"; validation errors carry `errors: [{path, message}]`; queue
+statistics never count completed jobs; a search without a visibility filter also returns hidden assets
+(the video of a motion photo); an asset without a preview yet has no thumbhash and its preview is 404;
+any edit of an asset bumps its `updatedAt`. Faults can be injected: an HTTP
 status on the n-th matching request (before or after the change is applied) or a connection dropped
 halfway through a download.
 """
@@ -36,7 +42,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 PREVIEW_SIZE = 1440  # Immich's default preview: shorter side 1440 px, never enlarged
-QUEUE_NAMES_FOR_ML = ("smartSearch", "faceDetection", "facialRecognition")
+QUEUE_NAMES_FOR_ML = ("smartSearch", "faceDetection", "facialRecognition", "ocr")
+MINIMUM_FACES = 3  # Immich's default `people.minimumFaces` preference: fewer faces and no name -> not listed
 
 
 def now_iso() -> str:
@@ -102,6 +109,32 @@ def nullable_refs_inlined(spec: dict[str, Any]) -> dict[str, Any]:
     return fix(spec)
 
 
+def _validation_errors(error: Exception) -> list[dict[str, Any]]:
+    """Immich 3.1's `errors` of a 400 "Validation failed" ({path: [...], message}), from openapi-core's."""
+    found = []
+    seen: set[int] = set()
+    pending: list[Any] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        for schema_error in getattr(e, "schema_errors", None) or ():
+            found.append({"path": [p if isinstance(p, int) else str(p) for p in getattr(schema_error, "absolute_path", ())],
+                          "message": getattr(schema_error, "message", str(schema_error))})
+        pending += [e.__cause__, e.__context__]
+    return found or [{"path": [], "message": str(error)}]
+
+
+class NoAccess(LookupError):
+    """Immich's answer for what is gone or another user's: 400 "Not found or no <permission> access"."""
+
+
+def _thumbhash(preview: bytes) -> str:
+    """Stands for Immich's thumbhash of the preview: it changes exactly when the preview does."""
+    return base64.b64encode(hashlib.sha1(preview).digest()[:16]).decode()
+
+
 def preview_jpeg(photo: Path) -> tuple[bytes, int, int]:
     """What Immich makes of an upload: rotated upright, shorter side <= 1440, JPEG."""
     with Image.open(photo) as im:
@@ -161,6 +194,8 @@ class FakeImmich:
         self.previews: dict[str, bytes] = {}
         self.faces: dict[str, dict[str, Any]] = {}
         self.people: dict[str, dict[str, Any]] = {}
+        self.person_owner: dict[str, str] = {}  # person id -> user id (not part of Immich's DTO)
+        self.processed: dict[str, set[str]] = {}  # queue -> assets its jobs finished (Immich keeps no count)
         self.config = self._default_config()
         self.queues = {name: {"isPaused": False, "statistics": sample(self.spec, {"$ref": "#/components/schemas/QueueStatisticsDto"})}
                        for name in self._schema("QueueName")["enum"]}
@@ -204,36 +239,49 @@ class FakeImmich:
         self.keys[secret] = Key(secret, list(permissions), user_id or self.admin_id)
         return secret
 
-    def add_asset(self, photo: Path, kind: str = "IMAGE", name: str | None = None) -> str:
+    def add_asset(self, photo: Path, kind: str = "IMAGE", name: str | None = None, *, owner: str | None = None,
+                  visibility: str = "timeline", preview: bool = True) -> str:
+        """An uploaded asset; `preview=False`: one Immich has not made (or cannot make) a preview of."""
         data, width, height = preview_jpeg(photo)
         asset = sample(self.spec, {"$ref": "#/components/schemas/AssetResponseDto"})
         asset_id = str(uuid.uuid4())
         stamp = now_iso()
         asset.update(
-            id=asset_id, type=kind, ownerId=self.admin_id, visibility="timeline",
+            id=asset_id, type=kind, ownerId=owner or self.admin_id, visibility=visibility,
             originalFileName=name or photo.name, originalPath=f"/data/upload/{photo.name}",
             checksum=base64.b64encode(hashlib.sha1(photo.read_bytes()).digest()).decode(),
             createdAt=stamp, updatedAt=stamp, fileCreatedAt=stamp, fileModifiedAt=stamp, localDateTime=stamp,
-            width=width, height=height, thumbhash=None, duration=4000 if kind == "VIDEO" else None,
+            width=width, height=height, thumbhash=_thumbhash(data) if preview else None,
+            duration=4000 if kind == "VIDEO" else None,
         )
         self.assets[asset_id] = asset
-        self.previews[asset_id] = data
+        if preview:
+            self.previews[asset_id] = data
         return asset_id
 
     def replace_asset_photo(self, asset_id: str, photo: Path) -> None:
-        """The asset's file changed (an edit): new preview, checksum and `updatedAt`."""
+        """The asset's file changed (a new original): new preview, checksum, thumbhash and `updatedAt`."""
         data, width, height = preview_jpeg(photo)
-        time.sleep(0.002)  # distinct millisecond timestamps
-        self.assets[asset_id].update(
-            checksum=base64.b64encode(hashlib.sha1(photo.read_bytes()).digest()).decode(),
-            updatedAt=now_iso(), width=width, height=height,
-        )
+        self._touch(asset_id, checksum=base64.b64encode(hashlib.sha1(photo.read_bytes()).digest()).decode(),
+                    width=width, height=height, thumbhash=_thumbhash(data))
         self.previews[asset_id] = data
 
-    def add_person(self, name: str = "", hidden: bool = False) -> str:
+    def edit_asset_photo(self, asset_id: str, photo: Path) -> None:
+        """An edit in Immich's editor (crop, rotate): a new preview and thumbhash, the same original checksum."""
+        data, width, height = preview_jpeg(photo)
+        self._touch(asset_id, width=width, height=height, thumbhash=_thumbhash(data), isEdited=True)
+        self.previews[asset_id] = data
+
+    def _touch(self, asset_id: str, **changes: Any) -> None:
+        """Any change of an asset bumps its `updatedAt`, as Immich does (favourite, description, trash, edit)."""
+        time.sleep(0.002)  # distinct millisecond timestamps
+        self.assets[asset_id].update(changes, updatedAt=now_iso())
+
+    def add_person(self, name: str = "", hidden: bool = False, owner: str | None = None) -> str:
         person = sample(self.spec, {"$ref": "#/components/schemas/PersonResponseDto"})
         person.update(id=str(uuid.uuid4()), name=name, isHidden=hidden, thumbnailPath="", updatedAt=now_iso())
         self.people[person["id"]] = person
+        self.person_owner[person["id"]] = owner or self.admin_id
         return person["id"]
 
     def add_face(self, asset_id: str, box: tuple[float, float, float, float], person_id: str | None = None) -> str:
@@ -304,7 +352,8 @@ class FakeImmich:
             "createPerson": self._create_person, "updatePeople": self._update_people,
             "deletePerson": self._delete_person, "mergePerson": self._merge, "getConfig": self._get_config,
             "updateConfig": self._put_config, "getQueues": self._get_queues, "getQueuesLegacy": self._get_jobs,
-            "runQueueCommandLegacy": self._run_job,
+            "runQueueCommandLegacy": self._run_job, "searchPerson": self._search_person,
+            "updateAsset": self._update_asset,
         }
         routes = []
         for path, ops in self.spec["paths"].items():
@@ -363,9 +412,9 @@ class FakeImmich:
         try:
             self.openapi.validate_request(mock)
         except Exception as e:  # noqa: BLE001 - every validation failure is a client bug to report
-            message = f"request {request.method} {path}: {e}"
-            self.spec_errors.append(message)
-            return self._answer(operation, path, 400, {"message": message, "statusCode": 400, "error": "Bad Request"})
+            self.spec_errors.append(f"request {request.method} {path}: {e}")
+            return self._answer(operation, path, 400, {"message": "Validation failed", "errors": _validation_errors(e),
+                                                       "statusCode": 400, "error": "Bad Request"})
         fault = next((f for f in self.faults if f.matches(operation, request.method)), None)
         if fault is not None and not fault.after and not fault.drop:
             return self._answer(operation, path, fault.status, {"message": "Internal server error", "statusCode": fault.status})
@@ -373,6 +422,9 @@ class FakeImmich:
             try:
                 status, payload = handler(key=key, query=dict(request.query_params),
                                           body=json.loads(body) if body else None, **match.groupdict())
+            except NoAccess as e:
+                return self._answer(operation, path, 400, {"message": f"Not found or no {e} access", "statusCode": 400,
+                                                           "error": "Bad Request"})
             except LookupError as e:
                 return self._answer(operation, path, 400, {"message": f"Not found or no access: {e}", "statusCode": 400})
         if fault is not None and fault.after:
@@ -422,8 +474,19 @@ class FakeImmich:
     def _my_user(self, key: Key, **_: Any) -> tuple[int, Any]:
         return 200, self.users[key.user_id]
 
-    def _search(self, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
-        assets = sorted(self.assets.values(), key=lambda a: (a["fileCreatedAt"], a["id"]), reverse=body.get("order", "desc") == "desc")
+    def _owned_asset(self, key: Key, asset_id: str, permission: str = "asset.read") -> dict[str, Any]:
+        asset = self.assets.get(asset_id)
+        if asset is None or asset["ownerId"] != key.user_id:
+            raise NoAccess(permission)
+        return asset
+
+    def _search(self, key: Key, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+        assets = sorted((a for a in self.assets.values() if a["ownerId"] == key.user_id),
+                        key=lambda a: (a["fileCreatedAt"], a["id"]), reverse=body.get("order", "desc") == "desc")
+        if "visibility" in body:  # without it Immich returns every visibility, hidden ones too
+            assets = [a for a in assets if a["visibility"] == body["visibility"]]
+        if not body.get("withDeleted"):
+            assets = [a for a in assets if not a["isTrashed"]]
         if "type" in body:
             assets = [a for a in assets if a["type"] == body["type"]]
         if "updatedAfter" in body:
@@ -439,17 +502,25 @@ class FakeImmich:
                      "assets": {"count": len(items), "facets": [], "items": items, "total": len(items),
                                 "nextPage": str(page + 1) if more else None}}
 
-    def _thumbnail(self, id: str, **_: Any) -> tuple[int, Any]:
+    def _thumbnail(self, key: Key, id: str, **_: Any) -> tuple[int, Any]:
+        self._owned_asset(key, id, "asset.view")
         if id not in self.previews:
-            raise LookupError(id)
+            return 404, {"message": "Asset media not found", "statusCode": 404, "error": "Not Found"}
         return 200, self.previews[id]
+
+    def _update_asset(self, key: Key, id: str, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+        asset = self._owned_asset(key, id, "asset.update")
+        changes = {k: body[k] for k in ("isFavorite", "visibility") if k in body}
+        if "description" in body:
+            asset.setdefault("exifInfo", {})["description"] = body["description"]
+        self._touch(id, **changes)
+        return 200, copy.deepcopy(asset)
 
     def _person_dto(self, person_id: str | None) -> dict[str, Any] | None:
         return copy.deepcopy(self.people[person_id]) if person_id else None
 
-    def _get_faces(self, query: dict[str, str], **_: Any) -> tuple[int, Any]:
-        if query["id"] not in self.assets:
-            raise LookupError(query["id"])
+    def _get_faces(self, key: Key, query: dict[str, str], **_: Any) -> tuple[int, Any]:
+        self._owned_asset(key, query["id"])
         faces = [f for f in self.faces.values() if f["assetId"] == query["id"]]
         return 200, [{**{k: v for k, v in f.items() if k not in ("assetId", "personId")},
                       "person": self._person_dto(f["personId"])} for f in faces]
@@ -460,21 +531,41 @@ class FakeImmich:
         self.faces[body["id"]]["personId"] = id
         return 200, self._person_dto(id)
 
-    def _get_people(self, query: dict[str, str], **_: Any) -> tuple[int, Any]:
+    def _listed(self, person_id: str, user_id: str) -> bool:
+        """Immich's `getAllForUser`: the user's person with a face on a timeline asset (not trashed) and a
+        name or at least MINIMUM_FACES such faces."""
+        if self.person_owner.get(person_id) != user_id:
+            return False
+        faces = sum(1 for f in self.faces.values() if f["personId"] == person_id
+                    and self.assets[f["assetId"]]["visibility"] == "timeline" and not self.assets[f["assetId"]]["isTrashed"])
+        return faces > 0 and (bool(self.people[person_id]["name"]) or faces >= MINIMUM_FACES)
+
+    def _get_people(self, key: Key, query: dict[str, str], **_: Any) -> tuple[int, Any]:
         with_hidden = query.get("withHidden") == "true"
-        people = [p for p in self.people.values() if with_hidden or not p["isHidden"]]
+        people = [p for p in self.people.values()
+                  if (with_hidden or not p["isHidden"]) and self._listed(p["id"], key.user_id)]
         page, size = int(query.get("page", 1)), int(query.get("size", 500))
         chunk = people[(page - 1) * size: page * size]
         return 200, {"people": copy.deepcopy(chunk), "total": len(people), "hasNextPage": page * size < len(people),
                      "hidden": sum(1 for p in self.people.values() if p["isHidden"])}
 
-    def _get_person(self, id: str, **_: Any) -> tuple[int, Any]:
-        if id not in self.people:
-            raise LookupError(id)
+    def _get_person(self, key: Key, id: str, **_: Any) -> tuple[int, Any]:
+        if id not in self.people or self.person_owner.get(id) != key.user_id:
+            raise NoAccess("person.read")
         return 200, self._person_dto(id)
 
-    def _create_person(self, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
-        person_id = self.add_person(body.get("name", ""), body.get("isHidden", False))
+    def _search_person(self, key: Key, query: dict[str, str], **_: Any) -> tuple[int, Any]:
+        """Immich matches names by trigram word similarity; a case-insensitive substring match stands for it
+        (it finds every person of that name, with faces or not, as Immich does)."""
+        wanted = query["name"].casefold()
+        with_hidden = query.get("withHidden") == "true"
+        found = [copy.deepcopy(p) for pid, p in self.people.items()
+                 if self.person_owner.get(pid) == key.user_id and wanted in p["name"].casefold()
+                 and (with_hidden or not p["isHidden"])]
+        return 200, found
+
+    def _create_person(self, key: Key, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+        person_id = self.add_person(body.get("name", ""), body.get("isHidden", False), owner=key.user_id)
         return 201, self._person_dto(person_id)
 
     def _update_people(self, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
@@ -530,8 +621,11 @@ class FakeImmich:
 
     def _run_job(self, name: str, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
         stats = self.queues[name]["statistics"]
+        done = self.processed.setdefault(name, set())
         if body["command"] == "start":
-            stats["waiting"] += len(self.assets) if body.get("force") else max(0, len(self.assets) - stats["completed"])
+            if body.get("force"):
+                done.clear()
+            stats["waiting"] += sum(1 for a in self.assets if a not in done)
         elif body["command"] == "empty":
             stats["waiting"] = 0
         self.queues[name]["isPaused"] = body["command"] == "pause" or (self.queues[name]["isPaused"] and body["command"] != "resume")
@@ -539,11 +633,13 @@ class FakeImmich:
                      "queueStatus": {"isActive": stats["waiting"] > 0, "isPaused": self.queues[name]["isPaused"]}}
 
     def process_jobs(self, name: str, count: int) -> None:
-        """Immich's workers finish `count` waiting jobs of a queue."""
+        """Immich's workers finish `count` waiting jobs of a queue. As in Immich 3.1, finished jobs are
+        removed (`completed` stays 0) and a job whose handler throws is not counted in `failed` either."""
         stats = self.queues[name]["statistics"]
         done = min(count, stats["waiting"])
         stats["waiting"] -= done
-        stats["completed"] += done
+        todo = [a for a in self.assets if a not in self.processed.setdefault(name, set())]
+        self.processed[name].update(todo[:done])
 
 
 def main() -> None:

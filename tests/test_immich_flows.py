@@ -114,7 +114,7 @@ def test_dry_run_shows_the_plan_and_writes_nothing(fake: FakeImmich, client: Imm
     assert "Joe: use existing 'Joe'; 0 faces to assign, merge 1 Immich person (unnamed)" in text
     assert re.search(r"\(unnamed\): use existing unnamed person [0-9a-f]{8}; 0 faces to assign, hide", text)
     assert plan.counts() == {"create_person": 1, "reassign_face": 2, "merge_people": 1, "update_person": 1}
-    assert {op for op, _, _ in fake.log} == {"getAllPeople", "getFaces", "searchAssets"}  # reads only
+    assert {op for op, _, _ in fake.log} <= {"getAllPeople", "getPerson", "searchPerson", "getFaces", "searchAssets"}  # reads only
     assert fake.snapshot() == before
 
 
@@ -290,10 +290,25 @@ def test_jobs_start_and_queue_counts_give_an_eta(fake: FakeImmich, client: Immic
     assert watch.eta(immich_ml.queue_counts(client, ("smartSearch",))[0]) is None  # no rate yet
     fake.process_jobs("smartSearch", 2)
     later = immich_ml.queue_counts(client, ("smartSearch",))[0]
+    assert later.completed == 0  # Immich 3.1 removes finished jobs: the rate comes from what is left
     assert later.remaining == 2 and watch.eta(later) == pytest.approx(10.0)
     assert watch.rate(later) == pytest.approx(0.2)
     with pytest.raises(InvalidInputError, match="Unknown ML job"):
         immich_ml.start_jobs(client, ["thumbnailGeneration"])
+
+
+def test_new_work_queued_is_not_counted_as_progress(fake: FakeImmich, client: ImmichClient):
+    times = iter([0.0, 10.0, 20.0, 30.0])
+    watch = immich_ml.QueueWatch(clock=lambda: next(times))
+    counts = lambda: immich_ml.queue_counts(client, ("ocr",))[0]  # noqa: E731
+    immich_ml.start_jobs(client, ["ocr"], force=True)  # OCR is one of Immich 3.1's ML queues
+    assert watch.rate(counts()) is None and counts().waiting == 4
+    fake.process_jobs("ocr", 1)
+    assert watch.rate(counts()) == pytest.approx(0.1)
+    immich_ml.start_jobs(client, ["ocr"], force=True)  # 4 more queued: remaining rises, no progress lost
+    assert watch.rate(counts()) == pytest.approx(1 / 20)
+    fake.process_jobs("ocr", 3)
+    assert watch.eta(counts()) == pytest.approx(counts().remaining / (4 / 30))
 
 
 def test_jobs_need_an_admin(fake: FakeImmich):

@@ -70,10 +70,10 @@ def register(sub: Any) -> None:
     unreg.add_argument("--ml-url", help="the URL to take out (default: as for register)")
     unreg.set_defaults(func=run_unregister)
 
-    jobs = actions.add_parser("jobs", help="Immich's ML queues; start smart search / face detection (admin key)")
+    jobs = actions.add_parser("jobs", help="Immich's ML queues; start smart search, face detection, OCR (admin key)")
     _server_options(jobs)
-    jobs.add_argument("--start", nargs="+", choices=["smartSearch", "faceDetection", "all"],
-                      help="queue the assets for these jobs")
+    jobs.add_argument("--start", nargs="+", choices=["smartSearch", "faceDetection", "facialRecognition", "ocr", "all"],
+                      help="queue the assets for these jobs (facialRecognition groups detected faces into people)")
     jobs.add_argument("--force", action="store_true", help="with --start: all assets, not only those missing")
     jobs.add_argument("--watch", type=float, metavar="SECONDS",
                       help="poll every SECONDS until the queues are empty, with the rate and an ETA")
@@ -157,6 +157,11 @@ def run_index(args: argparse.Namespace) -> int:
               f"({summary.new} new, {summary.changed} changed, {summary.removed} removed, "
               f"{summary.unchanged} unchanged) in {summary.seconds:.1f} s"
               + (" - cancelled" if summary.cancelled else ""))
+        if summary.no_preview:
+            names = ", ".join(summary.no_preview[:5]) + (", ..." if len(summary.no_preview) > 5 else "")
+            print(f"{len(summary.no_preview)} assets have no preview in Immich yet, so Immich's ML has not seen them "
+                  f"either ({names}): Immich makes previews after an upload, and cannot for formats its build does "
+                  "not decode (e.g. some HEIC or 10-bit AVIF). A later run indexes them once they have one.")
     return 0
 
 
@@ -276,6 +281,8 @@ def run_jobs(args: argparse.Namespace) -> int:
                           f"failed {c.failed:4}" + ("  paused" if c.paused else "")
                           + (f"  {rate:.1f}/s" if rate else "") + (f"  ETA {_duration(eta)}" if eta else ""))
             if not args.watch or all(c.remaining == 0 for c in counts):
+                if args.watch and not args.json:
+                    print(immich_ml.FAILURES_HINT)
                 return 0
             time.sleep(args.watch)
 

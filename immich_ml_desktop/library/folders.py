@@ -12,7 +12,7 @@ import io
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -72,6 +72,7 @@ class SyncResult:
     changed: int
     unchanged: int
     removed: int
+    no_preview: list[str] = field(default_factory=list)  # Immich assets it has made no preview of (yet)
 
     @property
     def total(self) -> int:

@@ -12,12 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from immich_ml_desktop.errors import InvalidInputError
+from immich_ml_desktop.errors import InvalidInputError, UserError
 from immich_ml_desktop.immich.client import ImmichClient
 from immich_ml_desktop.models.base import ModelTask, ModelType
 
-# The queues that run Immich's ML, in the names of `QueueName`, and the option each needs enabled.
-ML_QUEUES = {"smartSearch": "clip", "faceDetection": "facialRecognition"}
+# The queues that run Immich's ML (`QueueName`), and the `machineLearning` section each needs enabled.
+# facialRecognition groups the detected faces into people (no ML request of its own).
+ML_QUEUES = {"smartSearch": "clip", "faceDetection": "facialRecognition", "facialRecognition": "facialRecognition",
+             "ocr": "ocr"}
+# Where failures show: Immich counts none of them (see QueueWatch).
+FAILURES_HINT = ("Immich does not count failed ML jobs: they are in its server log ('Unable to run job handler'); "
+                 "the requests our ML server answered with an error are on its Server page and in its log.")
 
 
 @dataclass(frozen=True)
@@ -31,15 +36,19 @@ class MlConfig:
     faces_enabled: bool
     face_model: str
     face_min_score: float
+    ocr_enabled: bool = False  # Immich 3.x: OCR of every new asset, on by default
+    ocr_model: str = ""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "MlConfig":
         ml = config["machineLearning"]
+        ocr = ml.get("ocr") or {}  # absent before Immich 2.1
         return cls(
             enabled=bool(ml["enabled"]), urls=list(ml["urls"]),
             clip_enabled=bool(ml["clip"]["enabled"]), clip_model=ml["clip"]["modelName"],
             faces_enabled=bool(ml["facialRecognition"]["enabled"]), face_model=ml["facialRecognition"]["modelName"],
             face_min_score=float(ml["facialRecognition"]["minScore"]),
+            ocr_enabled=bool(ocr.get("enabled")), ocr_model=str(ocr.get("modelName") or ""),
         )
 
 
@@ -108,17 +117,24 @@ class ModelCheck:
 
 def check_models(engine: Any, ml: MlConfig, download: bool = False,
                  progress: Callable[..., None] | None = None) -> list[ModelCheck]:
-    """Check (and with `download`, fetch) the CLIP and face models Immich will ask our server for."""
+    """Check (and with `download`, fetch) the CLIP, face and OCR models Immich will ask our server for."""
     wanted = []
     if ml.clip_enabled:
         wanted += [(ModelTask.SEARCH, t, ml.clip_model) for t in (ModelType.VISUAL, ModelType.TEXTUAL)]
     if ml.faces_enabled:
         wanted += [(ModelTask.FACIAL_RECOGNITION, t, ml.face_model) for t in (ModelType.DETECTION, ModelType.RECOGNITION)]
+    if ml.ocr_enabled and ml.ocr_model:
+        wanted += [(ModelTask.OCR, t, ml.ocr_model) for t in (ModelType.DETECTION, ModelType.RECOGNITION)]
     checks: dict[tuple[str, str], ModelCheck] = {}
     for task, model_type, name in wanted:
-        model = engine.get_model(task, model_type, name, load=False)
         check = checks.setdefault((task.value, name), ModelCheck(task.value, name, True))
-        missing = [str(p) for p in model.missing_files()]
+        try:
+            model = engine.get_model(task, model_type, name, load=False)
+            missing = [str(p) for p in model.missing_files()]
+        except UserError as e:  # a name this app cannot serve at all (e.g. an OCR model RapidOCR lacks)
+            check.missing.append(str(e))
+            check.present = False
+            continue
         if missing and download:
             engine.download(model, progress=progress)
             check.downloaded = True
@@ -163,28 +179,37 @@ def start_jobs(client: ImmichClient, names: list[str], force: bool = False) -> l
 
 
 class QueueWatch:
-    """Samples queue counts over time and estimates when each queue will be empty."""
+    """Rate and ETA of Immich's queues from how fast their waiting + active count falls.
+
+    Immich 3.1 removes finished jobs, so its `completed` count stays 0, and a job whose handler throws is
+    logged but not counted in `failed`: the fall of the remaining count is the only progress it shows. A
+    rise (new work queued) is not progress and does not count against it."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.first: dict[str, tuple[float, QueueCounts]] = {}
+        self._start: dict[str, float] = {}
+        self._last: dict[str, int] = {}
+        self._done: dict[str, int] = {}
 
-    def eta(self, counts: QueueCounts) -> float | None:
-        """Seconds until the queue is empty at the rate seen since the first sample; None before a rate."""
+    def _observe(self, counts: QueueCounts) -> float:
         now = self.clock()
-        start = self.first.setdefault(counts.name, (now, counts))
-        elapsed = now - start[0]
-        done = counts.completed - start[1].completed
-        if counts.remaining == 0:
-            return 0.0
-        if elapsed <= 0 or done <= 0:
-            return None
-        return counts.remaining / (done / elapsed)
+        name = counts.name
+        if name not in self._start:
+            self._start[name], self._last[name], self._done[name] = now, counts.remaining, 0
+        else:
+            self._done[name] += max(0, self._last[name] - counts.remaining)
+            self._last[name] = counts.remaining
+        return now
 
     def rate(self, counts: QueueCounts) -> float | None:
-        """Jobs finished per second since the first sample."""
-        start = self.first.get(counts.name)
-        if start is None:
-            return None
-        elapsed = self.clock() - start[0]
-        return (counts.completed - start[1].completed) / elapsed if elapsed > 0 else None
+        """Jobs finished per second since the first sample; None before there is one."""
+        now = self._observe(counts)
+        elapsed = now - self._start[counts.name]
+        return self._done[counts.name] / elapsed if elapsed > 0 and self._done[counts.name] else None
+
+    def eta(self, counts: QueueCounts) -> float | None:
+        """Seconds until the queue is empty at the rate seen so far; None before a rate."""
+        rate = self.rate(counts)
+        if counts.remaining == 0:
+            return 0.0
+        return counts.remaining / rate if rate else None

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
@@ -79,6 +79,7 @@ class IndexSummary:
     cancelled: bool
     seconds: float
     images_per_second: float
+    no_preview: list[str] = field(default_factory=list)  # Immich assets without a preview yet: not indexed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,7 +212,7 @@ class IndexJob:
             new=scan.new, changed=scan.changed, removed=scan.removed, unchanged=scan.unchanged,
             total=self._total, indexed=self._done - self._failed, failed=self._failed, faces=self._faces,
             cancelled=self.cancelled, seconds=round(seconds, 3),
-            images_per_second=round(self._done / seconds, 2) if seconds > 0 else 0.0,
+            images_per_second=round(self._done / seconds, 2) if seconds > 0 else 0.0, no_preview=scan.no_preview,
         )
 
     def _load_models(self) -> Any:

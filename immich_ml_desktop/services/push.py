@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from immich_ml_desktop.errors import ImmichError, ImmichPermissionError, InvalidInputError
-from immich_ml_desktop.immich.client import ImmichClient
+from immich_ml_desktop.immich.client import ImmichClient, not_visible
 
 log = logging.getLogger(__name__)
 
 MATCH_IOU = 0.5        # same preview, same detector family: a real match overlaps far more than this
 MERGE_MIN_SHARE = 0.5  # an Immich person is merged when the group holds at least this share of its photos
 UNDO_PERSON_NAME = "immich-ml-desktop undo"  # a throwaway person used to unassign faces again
+TEMP_NAME_PREFIX = "immich-ml-desktop push"  # the name an unnamed new person has until it has its faces
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
@@ -226,6 +227,9 @@ class PushPlan:
                 extra.append("hide")
             if p["unmatched"]:
                 extra.append(f"{p['unmatched']} faces not found in Immich")
+            if p.get("not_visible"):
+                extra.append(f"{p['not_visible']} faces on assets this API key cannot see (deleted in Immich, "
+                             "or another user's)")
             lines.append(f"{p['name'] or '(unnamed)'}: {action}; " + ", ".join(extra))
         counts = self.counts()
         lines.append("steps: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none (Immich already agrees)"))
@@ -250,21 +254,25 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
     group covers at least `merge_min_share` of that person's photos (Immich split the person); otherwise
     only the group's faces are moved, so a person Immich mixed up is not merged wholesale."""
     people = sorted((p for p in people if p.faces), key=lambda p: -len(p.faces))
-    immich_people = {p["id"]: p for p in client.people(with_hidden=True)}
-    remote_faces: dict[str, list[dict[str, Any]]] = {}
+    plan_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    immich_people = ImmichPeople(client)
+    remote_faces: dict[str, list[dict[str, Any]] | None] = {}
     steps: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
     claimed: set[str] = set()  # Immich people already chosen as some group's person, or merged
 
     for index, person in enumerate(people):
-        matched, unmatched = _match_group(client, person, remote_faces, match_iou)
+        matched, unmatched, not_visible = _match_group(client, person, remote_faces, match_iou)
+        for face in matched:
+            if face["person"]:
+                immich_people.saw(face["person"])
         owners = Counter(f["person"]["id"] for f in matched if f["person"] and f["person"]["id"] not in claimed)
         target = _target(person, owners, immich_people, claimed)
         ref = target or f"new:{index}"
         entry: dict[str, Any] = {
             "name": person.name, "label": person.label, "faces": len(person.faces), "matched": len(matched),
-            "unmatched": unmatched, "create": target is None and bool(matched), "target": target,
-            "target_name": immich_people[target]["name"] if target else person.name,
+            "unmatched": unmatched, "not_visible": not_visible, "create": target is None and bool(matched),
+            "target": target, "target_name": immich_people.get(target)["name"] if target else person.name,
             "merge": [], "reassign": 0, "rename": False, "hide": False,
         }
         summary.append(entry)
@@ -272,17 +280,22 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
             continue  # nothing of this group is in Immich: do not create an empty person
         claimed.add(ref)
         if target is None:
-            steps.append({"kind": "create_person", "ref": ref, "name": person.name, "hidden": person.hidden})
+            step = {"kind": "create_person", "ref": ref, "name": person.name, "hidden": person.hidden}
+            if not person.name:
+                # An empty, unnamed person cannot be found again after a crash (Immich lists no empty person,
+                # and search needs a name): it is made under a name of this push's, cleared once it has faces.
+                step["temp_name"] = f"{TEMP_NAME_PREFIX} {plan_id} {ref}"
+            steps.append(step)
             entry["hide"] = person.hidden
         else:
-            changes, old = _changes(person, immich_people[target])
+            changes, old = _changes(person, immich_people.get(target))
             if changes:
                 steps.append({"kind": "update_person", "person": ref, "set": changes, "old": old})
                 entry["rename"], entry["hide"] = "name" in changes, "isHidden" in changes
         merged = [pid for pid in owners if pid != target and _share(
             client, pid, {f["assetId"] for f in matched if f["person"] and f["person"]["id"] == pid}) >= merge_min_share]
         for pid in merged:
-            source = immich_people.get(pid, {})
+            source = immich_people.get(pid)
             steps.append({"kind": "merge_people", "into": ref, "name": person.name, "source": pid,
                           "source_name": source.get("name", ""), "source_hidden": bool(source.get("isHidden")),
                           "source_faces": None})
@@ -295,46 +308,91 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
             steps.append({"kind": "reassign_face", "face": face["id"], "asset": face["assetId"], "to": ref,
                           "name": person.name, "from": owner})
             entry["reassign"] += 1
+        if target is None and not person.name:  # its faces are on it now: drop the push's own name
+            steps.append({"kind": "update_person", "person": ref, "set": {"name": ""}, "old": {"name": step["temp_name"]}})
 
+    if summary and all(e["not_visible"] == e["faces"] for e in summary):
+        raise InvalidInputError(
+            f"None of the {sum(e['faces'] for e in summary)} faces of these groups is on an asset this API key can "
+            f"see in Immich at {client.base_url}: they were deleted there, or the library was indexed with "
+            "another user's key. Push with the key of the user whose photos they are."
+        )
     for number, step in enumerate(steps):
         step.update(n=number, status="pending")
-    return PushPlan(id=time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6], server=client.base_url,
-                    created_at=time.time(), steps=steps, people_before=sorted(immich_people), summary=summary)
+    return PushPlan(id=plan_id, server=client.base_url, created_at=time.time(), steps=steps,
+                    people_before=sorted(immich_people.listed), summary=summary)
 
 
-def _match_group(client: ImmichClient, person: ReviewedPerson, cache: dict[str, list[dict[str, Any]]],
-                 match_iou: float) -> tuple[list[dict[str, Any]], int]:
-    """(the Immich faces matching the group's faces, each with its `assetId`; how many found none)."""
+class ImmichPeople:
+    """Immich's people as a plan needs them. `GET /people` lists only people with a visible face that have a
+    name or at least 3 faces, so a person a face belongs to is read on its own when not listed, and people
+    are matched by name through Immich's person search (which finds empty people too)."""
+
+    def __init__(self, client: ImmichClient) -> None:
+        self.client = client
+        self.listed = {p["id"]: p for p in client.people(with_hidden=True)}
+        self._known = dict(self.listed)
+        self._by_name: dict[str, list[dict[str, Any]]] = {}
+
+    def saw(self, person: dict[str, Any]) -> None:
+        """A person as a face's `person` field gave it (the same DTO `GET /people/{id}` answers)."""
+        self._known.setdefault(person["id"], person)
+
+    def get(self, person_id: str | None) -> dict[str, Any]:
+        if person_id is None:
+            return {}
+        if person_id not in self._known:
+            self._known[person_id] = self.client.person(person_id) or {"id": person_id, "name": "", "isHidden": False}
+        return self._known[person_id]
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        """Every person whose name is exactly `name` (ignoring case), with faces or not."""
+        key = name.casefold()
+        if key not in self._by_name:
+            found = self.client.search_people(name, with_hidden=True) if name.strip() else []
+            self._by_name[key] = [p for p in found if p["name"].casefold() == key]
+            for p in self._by_name[key]:
+                self._known.setdefault(p["id"], p)
+        return self._by_name[key]
+
+
+def _match_group(client: ImmichClient, person: ReviewedPerson, cache: dict[str, list[dict[str, Any]] | None],
+                 match_iou: float) -> tuple[list[dict[str, Any]], int, int]:
+    """(the Immich faces matching the group's faces, each with its `assetId`; how many of the group's faces
+    found none; how many are on assets this key cannot see: deleted, or another user's)."""
     by_asset: dict[str, list[LocalFace]] = {}
     for face in person.faces:
         by_asset.setdefault(face.asset_id, []).append(face)
     matched: list[dict[str, Any]] = []
-    unmatched = 0
+    unmatched = not_seen = 0
     for asset_id, faces in by_asset.items():
         if asset_id not in cache:
             try:
                 cache[asset_id] = client.faces(asset_id)
             except ImmichError as e:
-                if e.status not in (400, 404):
+                if not not_visible(e):
                     raise
-                cache[asset_id] = []  # the asset is gone from Immich
-        pairs = match_faces(faces, cache[asset_id], match_iou)
+                cache[asset_id] = None  # 400 "Not found or no asset.read access"
+        remote = cache[asset_id]
+        if remote is None:
+            not_seen += len(faces)
+            continue
+        pairs = match_faces(faces, remote, match_iou)
         unmatched += len(faces) - len(pairs)
         matched += [{**pairs[i], "assetId": asset_id} for i in sorted(pairs)]
-    return matched, unmatched
+    return matched, unmatched, not_seen
 
 
-def _target(person: ReviewedPerson, owners: Counter[str], immich_people: dict[str, dict[str, Any]],
+def _target(person: ReviewedPerson, owners: Counter[str], immich_people: ImmichPeople,
             claimed: set[str]) -> str | None:
     """The Immich person a group becomes: most of its faces' owner (its namesake on a tie), else a free
-    person of the same name, else None (a new person)."""
+    person of the same name (with faces or not), else None (a new person)."""
     name = person.name.casefold()
     if owners:
-        return max(owners, key=lambda pid: (owners[pid], immich_people.get(pid, {}).get("name", "").casefold() == name))
-    if name:
-        for pid, p in immich_people.items():
-            if p["name"].casefold() == name and pid not in claimed:
-                return pid
+        return max(owners, key=lambda pid: (owners[pid], immich_people.get(pid).get("name", "").casefold() == name))
+    for p in immich_people.named(person.name):
+        if p["id"] not in claimed:
+            return str(p["id"])
     return None
 
 
@@ -403,16 +461,27 @@ class PushRun:
     def _do_create_person(self, step: dict[str, Any], resumed: bool) -> None:
         if resumed and self._find_created(step):
             return
-        person = self.client.create_person(step["name"], step["hidden"])
+        name = step.get("temp_name") or step["name"]
+        if not resumed or "existing" not in step:
+            # Who already has that name, journaled before the create: after a crash, a person of that name
+            # who is not among them (nor made by this push) is the one this step made.
+            self.plan.record(step, existing=[p["id"] for p in self._namesakes(name)])
+        person = self.client.create_person(name, step["hidden"])
         self.plan.set_ref(step["ref"], person["id"])
+
+    def _namesakes(self, name: str) -> list[dict[str, Any]]:
+        """Every person named exactly `name`, empty ones too (`GET /people` lists no empty person)."""
+        return [p for p in self.client.search_people(name, with_hidden=True) if p["name"] == name] if name else []
 
     def _find_created(self, step: dict[str, Any]) -> bool:
         """After an interruption: did the create reach Immich? (a new person of that name) -> remember it."""
         if step["ref"] in self.plan.refs:
             return True
-        before = set(self.plan.people_before) | set(self.plan.refs.values())
-        for p in self.client.people(with_hidden=True):
-            if p["id"] not in before and p["name"] == step["name"]:
+        if "existing" not in step:
+            return False  # the create had not been sent: the step journals `existing` before it sends
+        taken = set(step["existing"]) | set(self.plan.refs.values()) | set(self.plan.people_before)
+        for p in self._namesakes(step.get("temp_name") or step["name"]):
+            if p["id"] not in taken:
                 self.plan.set_ref(step["ref"], p["id"])
                 return True
         return False
@@ -524,7 +593,10 @@ class PushRun:
 def describe_step(step: dict[str, Any]) -> str:
     kind = step["kind"]
     if kind == "create_person":
-        return f"create person '{step['name']}'" + (" (hidden)" if step["hidden"] else "")
+        who = f"person '{step['name']}'" if step["name"] else "an unnamed person"
+        return f"create {who}" + (" (hidden)" if step["hidden"] else "")
+    if kind == "update_person" and step["set"] == {"name": ""} and str(step["old"].get("name", "")).startswith(TEMP_NAME_PREFIX):
+        return "leave the new person unnamed (drop the push's temporary name)"
     if kind == "update_person":
         return f"update person {str(step['person'])[:8]}: " + ", ".join(f"{k} {v!r}" for k, v in step["set"].items())
     if kind == "merge_people":
