@@ -521,3 +521,14 @@ def test_cli_push_resume_and_undo_use_the_saved_plan(fake: FakeImmich, client: I
     assert cli("immich", "push", *common, "--undo", "--json") == 0
     assert json.loads(capsys.readouterr().out)["state"] == "reverted"
     assert fake.snapshot() == before
+
+
+def test_the_latest_plan_is_the_one_made_last_even_within_the_same_second(tmp_path: Path):
+    """Plan ids are second + random hex: a name sort picked an older plan (seen: `--resume` of a reverted
+    push after two pushes in one second)."""
+    folder = pushes_dir(tmp_path / "library.sqlite3")
+    for plan_id, created in (("20261202-120000-ffffff", 1.0), ("20261202-120000-000000", 2.0)):
+        PushPlan(id=plan_id, server="http://x/api", created_at=created, steps=[], people_before=[],
+                 summary=[]).save(folder / f"push-{plan_id}.json")
+    assert PushPlan.latest(folder).id == "20261202-120000-000000"
+    assert PushPlan.latest(tmp_path / "nothing-here") is None

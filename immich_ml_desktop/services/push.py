@@ -200,8 +200,9 @@ class PushPlan:
 
     @classmethod
     def latest(cls, folder: Path) -> "PushPlan | None":
-        files = sorted(folder.glob("push-*.json")) if folder.is_dir() else []
-        return cls.load(files[-1]) if files else None
+        """The plan made last (by its creation time: two plans of the same second sort by their random id)."""
+        files = list(folder.glob("push-*.json")) if folder.is_dir() else []
+        return max((cls.load(f) for f in files), key=lambda plan: plan.created_at, default=None)
 
     # -- reading --------------------------------------------------------------------------------
 
