@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform as platform_module
+import re
 import shlex
 import shutil
 import subprocess
@@ -26,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "installer"))
+import system_libraries  # noqa: E402  (installer/: the table of what the window needs from a Linux system)
+
 APP = "immich-ml-desktop"
 APP_NAME = "Immich ML Desktop"
 SPEC = ROOT / "installer" / f"{APP}.spec"
@@ -33,6 +37,20 @@ ISS = ROOT / "installer" / "windows" / f"{APP}.iss"
 DESKTOP_FILE = ROOT / "resources" / f"{APP}.desktop"
 ICONS_DIR = ROOT / "immich_ml_desktop" / "resources" / "icons"
 CUDA_RUNTIME = "onnxruntime-gpu>=1.17"  # the `cuda` extra in pyproject.toml (a test keeps the two equal)
+LINUX_DIR = ROOT / "installer" / "linux"
+# Where the .deb puts the app: a folder of its own under /usr/lib, so the package owns only its own paths
+# (a package that ships /opt/<app> also registers /opt, and dpkg removes /opt with it when nothing else is there).
+DEB_APP_DIR = f"usr/lib/{APP}"
+# Libraries every glibc system has, never bundled into the AppImage (a copy older than the system's C++ runtime
+# would break the system's own libraries loaded into the app, e.g. the GPU driver).
+BASE_LIBRARIES = ("libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libresolv.so.2",
+                  "libutil.so.1", "libmvec.so.1", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1",
+                  "libgcc_s.so.1", "libstdc++.so.6")  # fmt: skip
+# The AppImage's own runtime (installer/linux/appimage-runtime.c) is built from these Debian/Ubuntu packages.
+RUNTIME_PACKAGES = ("gcc", "pkg-config", "squashfs-tools", "libsquashfuse-dev", "libfuse3-dev", "libzstd-dev",
+                    "liblzma-dev", "liblz4-dev", "liblzo2-dev", "zlib1g-dev")  # fmt: skip
+FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf")
+FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 PLATFORMS = ("linux", "windows", "macos")
 VARIANTS = ("cpu", "cuda")
 # What the frozen app must never carry: model weights and test data (models are downloaded on first use).
@@ -43,7 +61,9 @@ PLATFORM_NEEDS = {
     "linux": [
         "Python 3.10+ with the project and PyInstaller installed (pip install '.[installer]')",
         "dpkg-deb (package dpkg; on any Debian/Ubuntu) for the .deb",
-        "optional: appimagetool on PATH (https://github.com/AppImage/appimagetool/releases) for the AppImage",
+        "for the AppImage: appimagetool on PATH (https://github.com/AppImage/appimagetool/releases), or, to build "
+        "its runtime here, " + " ".join(RUNTIME_PACKAGES) + ", and fonts-dejavu-core plus the window's libraries ("
+        + " ".join(system_libraries.packages()) + ") to bundle",
     ],
     "windows": [
         "Python 3.10+ with the project and PyInstaller installed (pip install .[installer])",
@@ -247,36 +267,52 @@ class InstallerBuild:
             self.artifacts.append(appimage)
 
     def tarball(self) -> Path:
-        """The folder build plus the .desktop file and icon, for any distribution."""
+        """The folder build plus README.txt, the .desktop file, its install script and the icon, for any distribution."""
         out = self.dist / f"{self.base_name}.tar.gz"
-        print(f"# tar -czf {out.relative_to(ROOT)} {self.base_name}/ (frozen app + {DESKTOP_FILE.name} + icon)")
+        readme = self.write(self.work / "README.txt", self.tarball_readme())
+        extras = {
+            readme: "README.txt",
+            DESKTOP_FILE: DESKTOP_FILE.name,
+            LINUX_DIR / "install-desktop-entry.sh": "install-desktop-entry.sh",
+            ICONS_DIR / f"{APP}-256.png": f"{APP}.png",
+        }
+        print(f"# tar -czf {out.relative_to(ROOT)} {self.base_name}/ (frozen app + {', '.join(extras.values())})")
         if not self.dry_run:
             self.dist.mkdir(parents=True, exist_ok=True)
             with tarfile.open(out, "w:gz", compresslevel=6) as tar:
                 tar.add(self.frozen_dir, arcname=self.base_name)
-                tar.add(DESKTOP_FILE, arcname=f"{self.base_name}/{DESKTOP_FILE.name}")
-                tar.add(ICONS_DIR / f"{APP}-256.png", arcname=f"{self.base_name}/{APP}.png")
+                for source, name in extras.items():
+                    tar.add(source, arcname=f"{self.base_name}/{name}")
         return out
 
+    def tarball_readme(self) -> str:
+        return (LINUX_DIR / "README-tarball.txt").read_text(encoding="utf-8").format(
+            version=self.version, app=APP, folder=self.base_name, glibc=glibc_version(),
+            apt=system_libraries.apt_command(),
+            libraries="\n".join(
+                f"  {soname:<24} {package}" for soname, package in system_libraries.all_required().items()
+            ),
+        )  # fmt: skip
+
     def deb(self, arch: str) -> Path:
-        """/opt/immich-ml-desktop, a /usr/bin link, the menu entry and hicolor icons."""
+        """/usr/lib/immich-ml-desktop, a /usr/bin link, the menu entry and hicolor icons."""
         root = self.work / "deb"
         package = APP if self.variant == "cpu" else f"{APP}-{self.variant}"
         other = f"{APP}-cuda" if self.variant == "cpu" else APP
         relations = f"Conflicts: {other}\nReplaces: {other}\n" + (f"Provides: {APP}\n" if self.variant != "cpu" else "")
         installed_kb = 0 if self.dry_run else tree_size(self.frozen_dir) // 1024
-        control = (ROOT / "installer" / "linux" / "control").read_text(encoding="utf-8").format(
+        control = (LINUX_DIR / "control").read_text(encoding="utf-8").format(
             package=package, version=self.version, arch=arch, installed_kb=installed_kb, relations=relations,
-            variant=self.variant.upper(), glibc=glibc_version(),
+            variant=self.variant.upper(), glibc=glibc_version(), depends=", ".join(system_libraries.packages()),
         )  # fmt: skip
         if not self.dry_run and root.exists():
             shutil.rmtree(root)
         self.write(root / "DEBIAN" / "control", control)
-        print(f"# copy frozen app to {root.relative_to(ROOT)}/opt/{APP}, link /usr/bin/{APP}, add menu entry + icons")
+        print(f"# copy frozen app to {root.relative_to(ROOT)}/{DEB_APP_DIR}, link /usr/bin/{APP}, add menu entry + icons")
         if not self.dry_run:
-            shutil.copytree(self.frozen_dir, root / "opt" / APP, symlinks=True)
+            shutil.copytree(self.frozen_dir, root / DEB_APP_DIR, symlinks=True)
             (root / "usr" / "bin").mkdir(parents=True)
-            (root / "usr" / "bin" / APP).symlink_to(f"/opt/{APP}/{APP}")
+            (root / "usr" / "bin" / APP).symlink_to(f"../lib/{APP}/{APP}")
             apps = root / "usr" / "share" / "applications"
             apps.mkdir(parents=True)
             shutil.copy2(DESKTOP_FILE, apps / DESKTOP_FILE.name)
@@ -292,28 +328,80 @@ class InstallerBuild:
         return out
 
     def appimage(self) -> Path | None:
+        """The frozen app, the window's system libraries and a font in one self-mounting file.
+
+        With appimagetool on PATH it packs the AppDir (AppImage's own runtime). Without it the runtime is built
+        here from installer/linux/appimage-runtime.c and the Debian/Ubuntu packages in RUNTIME_PACKAGES, and
+        the file is assembled as the AppImage spec describes: runtime ELF + squashfs image, "AI\\x02" at offset 8.
+        """
         appdir = self.work / f"{APP}.AppDir"
         out = self.dist / f"{self.base_name}.AppImage"
         tool = shutil.which("appimagetool")
+        missing = [] if tool else self.runtime_build_missing()
         if not self.dry_run and appdir.exists():
             shutil.rmtree(appdir)
         # The AppDir metadata is always generated (small, checkable); the app copy only when it will be packed.
-        self.write(appdir / "AppRun", (ROOT / "installer" / "linux" / "AppRun").read_text(encoding="utf-8"), executable=True)
+        self.write(appdir / "AppRun", (LINUX_DIR / "AppRun").read_text(encoding="utf-8"), executable=True)
         self.write(appdir / DESKTOP_FILE.name, DESKTOP_FILE.read_text(encoding="utf-8"))
-        if tool is None and not self.dry_run:
+        self.write(appdir / "usr" / "share" / "fonts" / "fonts.conf", (LINUX_DIR / "fonts.conf").read_text(encoding="utf-8"))
+        self.write(appdir / "usr" / "lib" / "system" / "SONAMES", "\n".join(system_libraries.all_required()) + "\n")
+        if missing and not self.dry_run:
             print(
-                "AppImage skipped: appimagetool is not on PATH. Get it from "
-                "https://github.com/AppImage/appimagetool/releases (an AppImage itself; chmod +x, put on PATH) "
-                "and run again; the .deb and .tar.gz cover Linux meanwhile."
+                "AppImage skipped: appimagetool is not on PATH (https://github.com/AppImage/appimagetool/releases), "
+                f"and building its runtime here needs {', '.join(missing)} (apt-get install {' '.join(missing)}); "
+                "the .deb and .tar.gz cover Linux meanwhile."
             )
             return None
-        print(f"# copy frozen app to {appdir.relative_to(ROOT)}/usr/lib/{APP} and the 256 px icon to its root")
+        print(f"# copy frozen app to {appdir.relative_to(ROOT)}/usr/lib/{APP}, the window's system libraries to "
+              f"usr/lib/system, {' and '.join(FONT_FILES)} to usr/share/fonts, the 256 px icon to its root")  # fmt: skip
         if not self.dry_run:
             shutil.copytree(self.frozen_dir, appdir / "usr" / "lib" / APP, symlinks=True)
+            self.bundle_system_libraries(appdir / "usr" / "lib" / "system")
+            for name in FONT_FILES:
+                shutil.copy2(FONT_DIR / name, appdir / "usr" / "share" / "fonts" / name)
+            shutil.copy2("/usr/share/doc/fonts-dejavu-core/copyright", appdir / "usr" / "share" / "fonts" / "DejaVu-LICENSE")
             shutil.copy2(ICONS_DIR / f"{APP}-256.png", appdir / f"{APP}.png")
             shutil.copy2(ICONS_DIR / f"{APP}-256.png", appdir / ".DirIcon")
-        self.run([tool or "appimagetool", appdir, out], env={"ARCH": platform_module.machine()})
+        if tool:
+            self.run([tool, appdir, out], env={"ARCH": platform_module.machine()})
+            return out
+        runtime = self.work / "appimage-runtime"
+        self.run(["sh", "-c", runtime_compile_command(runtime)])
+        image = self.work / "appimage.squashfs"
+        self.run(["mksquashfs", appdir, image, "-root-owned", "-noappend", "-comp", "zstd", "-b", "1M", "-quiet"])
+        print(f"# cat {runtime.name} {image.name} > {out.relative_to(ROOT)}; write AI\\x02 at offset 8; chmod +x")
+        if not self.dry_run:
+            assemble_appimage(runtime, image, out)
+            image.unlink()
         return out
+
+    def runtime_build_missing(self) -> list[str]:
+        """Of RUNTIME_PACKAGES (and the font and libraries to bundle), what this machine lacks."""
+        checks = {
+            "gcc": shutil.which("gcc"), "pkg-config": shutil.which("pkg-config"),
+            "squashfs-tools": shutil.which("mksquashfs"),
+            "libsquashfuse-dev": Path("/usr/include/squashfuse/ll.h").exists(),
+            "libfuse3-dev": Path("/usr/include/fuse3/fuse_lowlevel.h").exists(),
+            "fonts-dejavu-core": all((FONT_DIR / name).exists() for name in FONT_FILES),
+        }  # fmt: skip
+        return [package for package, found in checks.items() if not found]
+
+    def bundle_system_libraries(self, dest: Path) -> None:
+        """Copies the window's system libraries (system_libraries.py) and what they link, minus the C runtime
+        and what the frozen app already has, named by soname; AppRun uses them where the system lacks any."""
+        bundled = {p.name for p in (self.frozen_dir / "_internal").glob("*.so*")}
+        found: dict[str, Path] = {}
+        for soname in system_libraries.all_required():
+            path = _system_library(soname)
+            if path is None:
+                package = system_libraries.all_required()[soname]
+                raise BuildError(f"{soname} is not installed on this build machine: apt-get install {package} (it is bundled into the AppImage).")
+            found[soname] = path
+            found.update(_linked_libraries(path))
+        dest.mkdir(parents=True, exist_ok=True)
+        for soname, path in sorted(found.items()):
+            if soname not in BASE_LIBRARIES and soname not in bundled:
+                shutil.copy2(path.resolve(), dest / soname)
 
     def package_windows(self) -> None:
         iscc = shutil.which("iscc") or shutil.which("ISCC")
@@ -373,6 +461,43 @@ class InstallerBuild:
             print(f"Freeze {self.timings['freeze_s']} s, packaging {self.timings['package_s']} s.")
             self.write(self.work / "build-report.json", json.dumps(report, indent=2))
         return report
+
+
+def runtime_compile_command(out: Path) -> str:
+    """gcc for installer/linux/appimage-runtime.c: squashfuse, libfuse3 and the codecs static, only glibc dynamic."""
+    return (
+        f"gcc -O2 -Wall -o {shlex.quote(str(out))} {shlex.quote(str(LINUX_DIR / 'appimage-runtime.c'))} "
+        "$(pkg-config --cflags squashfuse_ll fuse3) -Wl,-Bstatic -lsquashfuse_ll -lsquashfuse -lfuse3 "
+        "-lzstd -llzma -llz4 -llzo2 -lz -Wl,-Bdynamic -lpthread -ldl"
+    )
+
+
+def assemble_appimage(runtime: Path, image: Path, out: Path) -> None:
+    """A type 2 AppImage: the runtime ELF, the squashfs image right after it, "AI\\x02" at offset 8."""
+    with open(out, "wb") as f:
+        f.write(runtime.read_bytes())
+        with open(image, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
+        f.seek(8)
+        f.write(b"AI\x02")  # the magic, in the ELF header's padding
+    out.chmod(0o755)
+
+
+def _system_library(soname: str) -> Path | None:
+    """Where the dynamic loader finds `soname` on this machine (`ldconfig -p`), for this architecture."""
+    machine = {"x86_64": "x86-64", "aarch64": "AArch64"}.get(platform_module.machine(), "")
+    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    for line in listing.splitlines():
+        name, _, rest = line.strip().partition(" ")
+        if name == soname and machine in rest and "=>" in rest:
+            return Path(rest.split("=>", 1)[1].strip())
+    return None
+
+
+def _linked_libraries(path: Path) -> dict[str, Path]:
+    """soname -> file for everything `path` links, directly or not (`ldd`)."""
+    out = subprocess.run(["ldd", str(path)], capture_output=True, text=True, check=True).stdout
+    return {m.group(1): Path(m.group(2)) for m in re.finditer(r"^\s*(\S+) => (/\S+)", out, flags=re.M)}
 
 
 def _library_group(filename: str) -> str:

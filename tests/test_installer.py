@@ -4,10 +4,12 @@ generated scripts), and — marked slow — a real Linux build whose frozen app 
 from __future__ import annotations
 
 import configparser
+import contextlib
 import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -22,6 +24,9 @@ from PIL import Image
 from immich_ml_desktop.app_resources import ICON_SIZES, icon_path, icon_paths
 
 from conftest import CLIP_PACK, FACE_PACK, ROOT, photo
+
+sys.path.insert(0, str(ROOT / "installer"))
+import system_libraries  # noqa: E402
 
 spec = importlib.util.spec_from_file_location("build_installer", ROOT / "build_installer.py")
 build_installer = importlib.util.module_from_spec(spec)
@@ -136,15 +141,102 @@ def test_linux_dry_run_writes_a_debian_control_file_and_appimage_metadata(capsys
         line.split(": ", 1) for line in (work / "deb" / "DEBIAN" / "control").read_text().splitlines() if ": " in line
     )
     assert fields["Package"] == f"{APP}-cuda" and fields["Conflicts"] == APP and fields["Provides"] == APP
-    assert fields["Version"] == build_installer.project_version() and "libxcb-cursor0" in fields["Depends"]
-    apprun = work / f"{APP}.AppDir" / "AppRun"
+    assert fields["Version"] == build_installer.project_version()
+    depends = [d.split(" (")[0] for d in fields["Depends"].split(", ")]
+    assert depends[0] == "libc6" and set(depends[1:]) == set(system_libraries.packages())
+    assert {"libwayland-cursor0", "libwayland-egl1", "libxcb1", "libgl1", "libegl1"} <= set(depends)
+    appdir = work / f"{APP}.AppDir"
+    apprun = appdir / "AppRun"
     assert os.access(apprun, os.X_OK) and f"usr/lib/{APP}/{APP}" in apprun.read_text()
+    assert (appdir / "usr/lib/system/SONAMES").read_text().split() == list(system_libraries.all_required())
+    assert '<dir prefix="relative">.</dir>' in (appdir / "usr/share/fonts/fonts.conf").read_text()
+
+
+def test_tarball_readme_lists_every_library_and_the_apt_command(capsys):
+    _dry_run(capsys, "--platform", "linux")
+    readme = (ROOT / "build" / "installer" / "linux-cpu" / "README.txt").read_text()
+    for soname, package in system_libraries.all_required().items():
+        assert re.search(rf"^  {re.escape(soname)} +{package}$", readme, flags=re.M), soname
+    assert system_libraries.apt_command() in readme and "./install-desktop-entry.sh --uninstall" in readme
+    assert "{" not in readme  # every placeholder filled
+
+
+def test_window_problem_names_the_missing_library_and_its_package_in_one_line(monkeypatch):
+    """A real dlopen of a library that does not exist (and of libc, which does)."""
+    monkeypatch.setattr(system_libraries, "ANY_PLATFORM", {"libc.so.6": "libc6", "libnot-there-20.so.7": "libnot-there7"})
+    problem = system_libraries.window_problem({"QT_QPA_PLATFORM": "offscreen"})
+    assert problem is not None and "\n" not in problem
+    assert "libnot-there-20.so.7" in problem and "`sudo apt-get install libnot-there7`" in problem
+    assert "libc.so.6" not in problem
+    monkeypatch.setattr(system_libraries, "ANY_PLATFORM", {"libc.so.6": "libc6"})
+    assert system_libraries.window_problem({"QT_QPA_PLATFORM": "offscreen"}) is None
+    # Wayland's libraries are asked for only when Wayland is chosen
+    monkeypatch.setattr(system_libraries, "WAYLAND", {"libnot-there-wl.so.0": "libnot-there-wl0"})
+    assert "libnot-there-wl0" in system_libraries.window_problem({"QT_QPA_PLATFORM": "wayland"})
+    assert system_libraries.window_problem({"QT_QPA_PLATFORM": "offscreen"}) is None
+
+
+def _fake_appdir(tmp_path: Path, sonames: list[str]) -> Path:
+    appdir = tmp_path / "AppDir"
+    appdir.mkdir()
+    shutil.copy(ROOT / "installer" / "linux" / "AppRun", appdir / "AppRun")
+    (appdir / "usr/lib/system").mkdir(parents=True)
+    (appdir / "usr/lib/system/SONAMES").write_text("\n".join(sonames) + "\n")
+    binary = appdir / "usr" / "lib" / APP / APP
+    binary.parent.mkdir(parents=True)
+    binary.write_text('#!/bin/sh\necho "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"\necho "FONTCONFIG_FILE=$FONTCONFIG_FILE"\necho "ARGS=$*"\n')
+    binary.chmod(0o755)
+    return appdir
+
+
+@pytest.mark.skipif(shutil.which("ldconfig") is None and not Path("/sbin/ldconfig").exists(), reason="needs glibc's ldconfig")
+def test_apprun_uses_the_bundled_libraries_only_where_the_system_lacks_one(tmp_path):
+    appdir = _fake_appdir(tmp_path, ["libc.so.6", "libnot-there-20.so.7"])
+    env = {"PATH": os.environ["PATH"] + ":/sbin:/usr/sbin", "FONTCONFIG_FILE": "/x/fonts.conf"}
+    out = subprocess.run([appdir / "AppRun", "a b"], capture_output=True, text=True, env=env, check=True).stdout
+    assert f"LD_LIBRARY_PATH={appdir}/usr/lib/system\n" in out and "ARGS=a b" in out
+    assert "FONTCONFIG_FILE=/x/fonts.conf" in out  # the user's own choice is kept
+    (appdir / "usr/lib/system/SONAMES").write_text("libc.so.6\n")
+    out = subprocess.run([appdir / "AppRun"], capture_output=True, text=True, env=env, check=True).stdout
+    assert "LD_LIBRARY_PATH=\n" in out  # the system has every one: its own are used
+
+
+@pytest.mark.skipif(bool(build_installer.InstallerBuild("linux", "cpu", dry_run=True).runtime_build_missing()),
+                    reason="building the AppImage runtime needs gcc, squashfs-tools, libsquashfuse-dev, libfuse3-dev")
+def test_appimage_runtime_extracts_and_runs_its_image(tmp_path):
+    """The runtime built from installer/linux/appimage-runtime.c, with a tiny AppDir: extract-and-run passes the
+    arguments and the exit status through and deletes its copy; --appimage-extract unpacks files and links."""
+    appdir = _fake_appdir(tmp_path, ["libc.so.6"])
+    (appdir / "usr/lib/system/link").symlink_to("SONAMES")
+    runtime = tmp_path / "runtime"
+    build = build_installer.InstallerBuild("linux", "cpu", dry_run=False)
+    build.run(["sh", "-c", build_installer.runtime_compile_command(runtime)])
+    image = tmp_path / "image.squashfs"
+    subprocess.run(["mksquashfs", appdir, image, "-root-owned", "-noappend", "-comp", "zstd", "-quiet"], check=True)
+    app = tmp_path / "Tiny.AppImage"
+    build_installer.assemble_appimage(runtime, image, app)
+    assert app.read_bytes()[8:11] == b"AI\x02"
+    offset = int(subprocess.run([app, "--appimage-offset"], capture_output=True, text=True, check=True).stdout)
+    assert offset == runtime.stat().st_size
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "APPIMAGE_EXTRACT_AND_RUN": "1", "TMPDIR": str(scratch)}
+    proc = subprocess.run([app, "x", "y z"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "ARGS=x y z" in proc.stdout, proc.stderr
+    assert list(scratch.iterdir()) == []  # the extracted copy is gone
+    out = tmp_path / "unpacked"
+    subprocess.run([app, "--appimage-extract", str(out)], check=True, capture_output=True)
+    assert (out / "usr/lib/system/link").readlink() == Path("SONAMES") and os.access(out / "AppRun", os.X_OK)
 
 
 def test_wrong_runtime_for_the_variant_is_refused_with_the_fix():
-    """This venv has the CPU onnxruntime: a CUDA build from it must stop and say how to get one."""
-    pytest.importorskip("PyInstaller", reason="PyInstaller is in the `installer` extra, not the test set-up")
-    build = build_installer.InstallerBuild("linux", "cuda", dry_run=False)
+    """A venv with the CPU onnxruntime (the build venv the slow lane makes, or this one if it has PyInstaller):
+    a CUDA build from it must stop and say how to get one."""
+    python = ROOT / "build" / "venv-cpu" / "bin" / "python"
+    if not python.exists():
+        pytest.importorskip("PyInstaller", reason="no build venv yet (the slow lane makes build/venv-cpu), and no PyInstaller here")
+        python = Path(sys.executable)
+    build = build_installer.InstallerBuild("linux", "cuda", dry_run=False, python=str(python))
     with pytest.raises(build_installer.BuildError, match=r"onnxruntime-gpu.*--venv"):
         build.prepare_python()
 
@@ -174,21 +266,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+BUILD_VENV = ROOT / "build" / "venv-cpu"
+
+
 @pytest.fixture(scope="module")
 def linux_build() -> dict:
+    """Builds the Linux installers as CI does: in their own venv (build/venv-cpu, made on the first run), so the
+    lane needs no PyInstaller in the test venv. IMMICH_ML_REUSE_BUILD=1 takes the last build in dist/ instead."""
     if sys.platform != "linux":
         pytest.skip("the real build test runs on Linux (CI builds the other platforms with build_installer.py)")
     if shutil.which("dpkg-deb") is None:
         pytest.skip("dpkg-deb is not installed")
+    report_file = ROOT / "build" / "installer" / "linux-cpu" / "build-report.json"
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "build_installer.py")], cwd=ROOT, capture_output=True, text=True, timeout=1800
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((ROOT / "build" / "installer" / "linux-cpu" / "build-report.json").read_text())
+    if os.environ.get("IMMICH_ML_REUSE_BUILD") == "1" and report_file.exists():
+        stdout = "(reused the last build)"
+    else:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "build_installer.py"), "--venv", str(BUILD_VENV)],
+            cwd=ROOT, capture_output=True, text=True, timeout=2400,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        stdout = proc.stdout
+    report = json.loads(report_file.read_text())
     report["wall_s"] = time.perf_counter() - started
-    report["stdout"] = proc.stdout
+    report["stdout"] = stdout
     report["binary"] = ROOT / "build" / "installer" / "linux-cpu" / "pyinstaller-dist" / APP / APP
+    print(f"build: {report['wall_s']:.0f} s; " + ", ".join(f"{Path(p).name} {n / 1e6:.0f} MB" for p, n in report["artifacts"].items()))
     return report
 
 
@@ -202,27 +306,31 @@ def _frozen_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_linux_build_produces_deb_and_tarball_without_weights_or_test_data(linux_build):
+@pytest.mark.timeout(2400)
+def test_linux_build_produces_deb_tarball_and_appimage_without_weights_or_test_data(linux_build):
     artifacts = {Path(p).name: size for p, size in linux_build["artifacts"].items()}
     version = linux_build["version"]
     deb = ROOT / "dist" / f"{APP}_{version}_amd64.deb"
     tarball = ROOT / "dist" / f"{APP}-{version}-linux-amd64-cpu.tar.gz"
-    assert artifacts[deb.name] > 50e6 and artifacts[tarball.name] > 50e6
-    if shutil.which("appimagetool") is None:
-        assert "AppImage skipped: appimagetool is not on PATH" in linux_build["stdout"]
+    appimage = ROOT / "dist" / f"{APP}-{version}-linux-amd64-cpu.AppImage"
+    assert artifacts[deb.name] > 50e6 and artifacts[tarball.name] > 50e6 and artifacts[appimage.name] > 50e6
+    with open(appimage, "rb") as f:
+        assert f.read(11)[8:] == b"AI\x02"  # AppImage type 2
 
     contents = subprocess.run(["dpkg-deb", "--contents", deb], capture_output=True, text=True, check=True).stdout
-    for needed in (f"./opt/{APP}/{APP}", f"./usr/bin/{APP} -> /opt/{APP}/{APP}",
+    for needed in (f"./usr/lib/{APP}/{APP}", f"./usr/bin/{APP} -> ../lib/{APP}/{APP}",
                    f"./usr/share/applications/{APP}.desktop", f"./usr/share/icons/hicolor/256x256/apps/{APP}.png"):  # fmt: skip
         assert needed in contents
+    # the package owns only its own paths: no /opt (dpkg would remove an empty /opt with the package)
+    assert not re.search(r" \./opt/", contents)
     info = subprocess.run(["dpkg-deb", "--field", deb, "Package", "Architecture"], capture_output=True, text=True).stdout
     assert info.split() == ["Package:", APP, "Architecture:", "amd64"]
 
     with tarfile.open(tarball) as tar:
         names = tar.getnames()
     top = f"{APP}-{version}-linux-amd64-cpu"
-    assert f"{top}/{APP}" in names and f"{top}/{APP}.desktop" in names and f"{top}/{APP}.png" in names
+    for name in (APP, f"{APP}.desktop", f"{APP}.png", "README.txt", "install-desktop-entry.sh"):
+        assert f"{top}/{name}" in names, name
     for name in names + contents.splitlines():
         assert not name.endswith((".onnx", ".safetensors", ".pt")), name
         assert "/tests/" not in name and "/shared/" not in name, name
@@ -289,8 +397,6 @@ def test_frozen_app_reads_text_like_the_source_checkout(linux_build, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_frozen_app_serves_ping(linux_build, models_dir, tmp_path):
-    if not (ROOT / "immich_ml_desktop" / "cli" / "serve.py").exists():
-        pytest.skip("`serve` is not in this checkout yet (immich_ml_desktop/cli/serve.py)")
     import httpx
 
     port = _free_port()
@@ -317,13 +423,10 @@ def test_frozen_app_serves_ping(linux_build, models_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_frozen_app_opens_its_window_on_a_virtual_display(linux_build, tmp_path):
-    if not (ROOT / "immich_ml_desktop" / "ui" / "app.py").exists():
-        pytest.skip("the window (immich_ml_desktop/ui/app.py) is not in this checkout yet")
-    for tool in ("Xvfb", "xwininfo", "import"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install xvfb x11-utils imagemagick)")
+    _need_display_tools()
     shot = tmp_path / "window.png"
-    seconds = window_startup(linux_build["binary"], _frozen_env(tmp_path), shot)
+    with virtual_display(97) as display:
+        seconds, _ = window_startup([str(linux_build["binary"])], {**_frozen_env(tmp_path), "DISPLAY": display}, shot)
     print(f"frozen app to a visible window: {seconds:.2f} s")
     with Image.open(shot) as im:
         colours = im.convert("RGB").resize((64, 48)).getcolors(64 * 48)
@@ -334,34 +437,297 @@ def test_frozen_app_opens_its_window_on_a_virtual_display(linux_build, tmp_path)
 WINDOW = re.compile(r'(0x[0-9a-f]+) "Immich ML Desktop[^"]*": \("immich-ml-desktop" "immich-ml-desktop"\)')
 
 
-def window_startup(binary: Path, env: dict[str, str], screenshot: Path, display: int = 97) -> float:
-    """Starts the frozen app on a fresh Xvfb display; seconds until its window is mapped; saves a screenshot."""
-    xvfb = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-    env = {**env, "DISPLAY": f":{display}", "QT_QPA_PLATFORM": "xcb"}
-    app = None
+def _need_display_tools() -> None:
+    for tool in ("Xvfb", "xwininfo", "import"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install xvfb x11-utils imagemagick)")
+
+
+@contextlib.contextmanager
+def virtual_display(number: int):
+    """An Xvfb display for the test (unix socket only, no TCP); its abstract socket is reachable from a chroot."""
+    xvfb = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        time.sleep(1.0)
-        started = time.perf_counter()
-        app = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while subprocess.run(["xwininfo", "-root"], env={**os.environ, "DISPLAY": f":{number}"}, capture_output=True).returncode:
+            assert xvfb.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
+            time.sleep(0.2)
+        yield f":{number}"
+    finally:
+        xvfb.terminate()
+        xvfb.wait(timeout=30)
+
+
+def window_startup(argv: list[str], env: dict[str, str], screenshot: Path) -> tuple[float, str]:
+    """Starts the app (`argv`) on env's DISPLAY; seconds until its window is mapped, and what it printed.
+    Saves a screenshot of the display."""
+    display = {**os.environ, "DISPLAY": env["DISPLAY"]}  # xwininfo and import run here, on the host
+    env = {**env, "QT_QPA_PLATFORM": "xcb"}
+    started = time.perf_counter()
+    app = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
         while True:
-            tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
-            if WINDOW.search(tree) and "Map State: IsViewable" in _window_state(tree, env):
+            tree = subprocess.run(["xwininfo", "-root", "-tree"], env=display, capture_output=True, text=True).stdout
+            if WINDOW.search(tree) and "Map State: IsViewable" in _window_state(tree, display):
                 seconds = time.perf_counter() - started
                 break
             assert app.poll() is None, app.stdout.read().decode(errors="replace")[-3000:]
-            assert time.perf_counter() - started < 120, "no window within 120 s"
+            assert time.perf_counter() - started < 180, "no window within 180 s"
             time.sleep(0.1)
         time.sleep(2.0)  # let it paint its first frame before the screenshot
-        subprocess.run(["import", "-window", "root", str(screenshot)], env=env, check=True, timeout=60)
-        return seconds
+        subprocess.run(["import", "-window", "root", str(screenshot)], env=display, check=True, timeout=60)
+        assert app.poll() is None, "the window closed by itself"
     finally:
-        if app is not None:
+        if app.poll() is None:
             app.terminate()
-            app.wait(timeout=30)
-        xvfb.terminate()
-        xvfb.wait(timeout=30)
+        try:
+            out = app.communicate(timeout=60)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            app.kill()
+            out = app.communicate()[0].decode(errors="replace")
+    return seconds, out
 
 
 def _window_state(tree: str, env: dict[str, str]) -> str:
     window_id = WINDOW.search(tree).group(1)
     return subprocess.run(["xwininfo", "-id", window_id], env=env, capture_output=True, text=True).stdout
+
+
+# --- each Linux artifact on a fresh minimal Debian 12 (mmdebstrap, root; minutes) ---------------------------
+
+# What a fresh root's state is compared on: everything but the kernel's, the package manager's own records and
+# logs, and the homes and /tmp (checked on their own). dpkg's package list is compared separately.
+SNAPSHOT_SKIP = ("proc", "dev", "sys", "run", "tmp", "root", "home", "var/cache", "var/lib/apt", "var/lib/dpkg", "var/log")
+TESTER = "tester"
+
+
+class FreshRoot:
+    """A minimal Debian 12 (`mmdebstrap --variant=minbase bookworm`) and a way to run commands in it.
+
+    Commands run through `unshare --mount` + chroot: the mounts (proc, dev, the test data read-only) live in a
+    namespace of their own and vanish with it. Test data: the model packs at /mnt/models, photos at /mnt/photos,
+    the artifacts at /mnt/dist. DISPLAY reaches the host's Xvfb through its abstract socket."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def run(self, command: str, user: str = "root", env: dict[str, str] | None = None, check: bool = True,
+            timeout: float = 900, popen: bool = False):  # fmt: skip
+        home = "/root" if user == "root" else f"/home/{user}"
+        variables = {"HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8",
+                     "DEBIAN_FRONTEND": "noninteractive", "HF_HUB_OFFLINE": "1", **(env or {})}  # fmt: skip
+        binds = [(MODELS_SRC, "mnt/models"), (PHOTOS_SRC, "mnt/photos"), (ROOT / "dist", "mnt/dist")]
+        mounts = " && ".join(
+            [f"mount -t proc proc {self.path}/proc", f"mount --rbind /dev {self.path}/dev"]
+            + [f"mount --bind -o ro {src} {self.path}/{dst}" for src, dst in binds]
+        )
+        inner = f"env -i {' '.join(f'{k}={shlex.quote(v)}' for k, v in variables.items())} sh -c {shlex.quote(command)}"
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                f"{mounts} && cd {self.path} && exec chroot --userspec={user}:{user} {self.path} {inner}"]  # fmt: skip
+        if popen:
+            return argv
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc
+
+    def snapshot(self) -> dict[str, tuple]:
+        """path -> (type, mode, size or link target) of everything outside SNAPSHOT_SKIP."""
+        state = {}
+        for dirpath, dirnames, filenames in os.walk(self.path):
+            rel = os.path.relpath(dirpath, self.path)
+            dirnames[:] = [d for d in dirnames if os.path.normpath(os.path.join(rel, d)) not in SNAPSHOT_SKIP]
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                kind = "l" if os.path.islink(path) else "d" if os.path.isdir(path) else "f"
+                detail = os.readlink(path) if kind == "l" else st.st_size if kind == "f" else None
+                state[os.path.normpath(os.path.join(rel, name))] = (kind, st.st_mode, detail)
+        state["<packages>"] = tuple(self.run("dpkg-query -W -f '${Package} ${Version}\\n'").stdout.split("\n"))
+        return state
+
+    def tmp_leftovers(self) -> list[str]:
+        return sorted(os.listdir(self.path / "tmp"))
+
+
+MODELS_SRC = Path(os.environ.get("IMMICH_ML_SHARED", ROOT.parent / "shared")) / "models"
+PHOTOS_SRC = MODELS_SRC.parent / "photos"
+
+
+def _diff(before: dict, after: dict) -> list[str]:
+    changed = [p for p in before.keys() | after.keys() if before.get(p) != after.get(p)]
+    return sorted(f"{p}: {before.get(p)} -> {after.get(p)}" for p in changed)[:20]
+
+
+@pytest.fixture(scope="module")
+def fresh_root(tmp_path_factory, linux_build) -> FreshRoot:
+    if os.geteuid() != 0:
+        pytest.skip("a fresh root filesystem needs root (mmdebstrap, chroot, mounts)")
+    for tool in ("mmdebstrap", "unshare"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install mmdebstrap)")
+    _need_display_tools()
+    if not (MODELS_SRC / "clip" / CLIP_PACK).exists():
+        pytest.skip(f"test data {MODELS_SRC} is absent (set IMMICH_ML_SHARED)")
+    path = tmp_path_factory.mktemp("fresh") / "bookworm"
+    started = time.perf_counter()
+    proc = subprocess.run(["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(path)],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"mmdebstrap --variant=minbase bookworm: {time.perf_counter() - started:.0f} s")
+    root = FreshRoot(path)
+    for mountpoint in ("mnt/models", "mnt/photos", "mnt/dist"):
+        (path / mountpoint).mkdir(parents=True)
+    root.run(f"useradd --create-home --shell /bin/sh {TESTER} && apt-get update -q")
+    yield root
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+
+
+PREDICT = json.dumps({
+    "clip": {"visual": {"modelName": CLIP_PACK}},
+    "facial-recognition": {"detection": {"modelName": FACE_PACK, "options": {"minScore": 0.5}},
+                           "recognition": {"modelName": FACE_PACK}},
+})  # fmt: skip
+
+
+def _cli_works(root: FreshRoot, program: str, user: str = TESTER) -> dict[str, float]:
+    """--version, devices and a predict on the shared packs (6 faces on t1.jpg), run as a user would."""
+    timings = {}
+    started = time.perf_counter()
+    version = root.run(f"{program} --version", user=user).stdout
+    timings["version_s"] = time.perf_counter() - started
+    assert build_installer.project_version() in version
+    assert re.search(r"^cpu\s+ONNX Runtime", root.run(f"{program} devices", user=user).stdout, flags=re.M)
+    started = time.perf_counter()
+    out = root.run(f"{program} predict --cache-dir /mnt/models --no-download --device cpu --entries '{PREDICT}' "
+                   "--image /mnt/photos/insightface/t1.jpg", user=user).stdout  # fmt: skip
+    timings["predict_s"] = time.perf_counter() - started
+    answer = json.loads(out)
+    assert len(json.loads(answer["clip"])) > 0 and len(answer["facial-recognition"]) == 6
+    return timings
+
+
+def _window_works(root: FreshRoot, program: str, display: str, shot: Path, user: str = TESTER, env=None) -> float:
+    argv = root.run(program, user=user, env={"DISPLAY": display, "QT_QPA_PLATFORM": "xcb", **(env or {})}, popen=True)
+    seconds, out = window_startup(argv, {"DISPLAY": display}, shot)
+    assert "Traceback" not in out and "QFontDatabase" not in out, out[-2000:]  # no crash, and fonts were found
+    with Image.open(shot) as im:
+        colours = im.convert("RGB").resize((64, 48)).getcolors(64 * 48)
+    assert colours is not None and len(colours) > 5
+    return seconds
+
+
+def _missing_libraries(root: FreshRoot, folder: str) -> set[str]:
+    """Sonames that ELF files under `folder` need and the root cannot resolve (with the app's own folder first)."""
+    script = (f"cd {folder} && find . -type f \\( -name '*.so*' -o -perm -u+x \\) | while read f; do "
+              "head -c4 \"$f\" | grep -q ELF && LD_LIBRARY_PATH=$PWD/_internal ldd \"$f\" 2>/dev/null | grep 'not found'; "
+              "done; true")  # fmt: skip
+    return {line.split()[0] for line in root.run(script).stdout.splitlines() if line.strip()}
+
+
+REPORT: dict[str, dict] = {}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_fresh_debian_tarball_names_its_packages_then_works_and_leaves_nothing(fresh_root, linux_build, tmp_path):
+    root, version = fresh_root, linux_build["version"]
+    top = f"{APP}-{version}-linux-amd64-cpu"
+    before = root.snapshot()
+    # exactly the libraries system_libraries.py lists are missing on a fresh system (plus the optional ones)
+    root.run(f"tar -xzf /mnt/dist/{top}.tar.gz -C /home/{TESTER}", user=TESTER)
+    missing = _missing_libraries(root, f"/home/{TESTER}/{top}")
+    assert missing - set(system_libraries.OPTIONAL) == set(system_libraries.all_required()), missing
+    program = f"/home/{TESTER}/{top}/{APP}"
+    timings = _cli_works(root, program)
+
+    with virtual_display(98) as display:
+        refused = root.run(program, user=TESTER, env={"DISPLAY": display}, check=False)
+        assert refused.returncode == 3 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        line = refused.stderr.strip()
+        assert "\n" not in line and line.startswith("error: the window needs"), line
+        packages = re.search(r"`sudo apt-get install ([^`]+)`", line).group(1).split()
+        assert {"libgl1", "libegl1", "libxcb1", "fonts-dejavu-core"} <= set(packages), packages
+        root.run(f"apt-get install -y -q {' '.join(packages)}")  # what the line said, and nothing else
+        timings["window_s"] = _window_works(root, program, display, tmp_path / "tarball.png")
+
+    # the menu entry the install script writes launches the unpacked binary
+    root.run(f"/home/{TESTER}/{top}/install-desktop-entry.sh", user=TESTER)
+    entry = (root.path / "home" / TESTER / ".local/share/applications" / f"{APP}.desktop").read_text()
+    assert f'Exec="{program}"' in entry
+    root.run(f"/home/{TESTER}/{top}/install-desktop-entry.sh --uninstall", user=TESTER)
+    assert not (root.path / "home" / TESTER / ".local/share/applications" / f"{APP}.desktop").exists()
+
+    root.run(f"apt-get purge -y -q --autoremove {' '.join(packages)} && rm -r /home/{TESTER}/{top}")
+    assert _diff(before, root.snapshot()) == []
+    assert root.tmp_leftovers() == []
+    REPORT["tar.gz"] = {**timings, "MB": linux_build["artifacts"][f"dist/{top}.tar.gz"] / 1e6}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_fresh_debian_deb_installs_its_dependencies_works_and_removes_cleanly(fresh_root, linux_build, tmp_path):
+    root, version = fresh_root, linux_build["version"]
+    deb = f"{APP}_{version}_amd64.deb"
+    before = root.snapshot()
+    started = time.perf_counter()
+    root.run(f"apt-get install -y -q /mnt/dist/{deb}")
+    timings = {"install_s": time.perf_counter() - started}
+    # every library any part of the app links resolves, Wayland's included, but for the optional ones
+    assert _missing_libraries(root, f"/usr/lib/{APP}") <= set(system_libraries.OPTIONAL)
+    timings |= _cli_works(root, APP)
+    with virtual_display(98) as display:
+        timings["window_s"] = _window_works(root, APP, display, tmp_path / "deb.png")
+    # Wayland: the platform plugin loads (and then finds no compositor here) instead of failing to load
+    # (no compositor runs here: a Wayland session itself is not tested)
+    wayland_env = {"QT_QPA_PLATFORM": "wayland", "XDG_RUNTIME_DIR": "/tmp", "QT_DEBUG_PLUGINS": "1"}
+    wayland = root.run(APP, user=TESTER, env=wayland_env, check=False)
+    assert "Failed to create wl_display" in wayland.stderr, wayland.stderr[-2000:]
+    unloadable = [ln for ln in wayland.stderr.splitlines() if "cannot open shared object" in ln and "wayland" in ln.lower()]
+    assert unloadable == [], unloadable
+
+    started = time.perf_counter()
+    root.run(f"apt-get purge -y -q --autoremove {APP}")
+    timings["remove_s"] = time.perf_counter() - started
+    assert (root.path / "opt").is_dir()  # the package never owned /opt
+    assert _diff(before, root.snapshot()) == []
+    REPORT[".deb"] = {**timings, "MB": linux_build["artifacts"][f"dist/{deb}"] / 1e6}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_fresh_debian_appimage_runs_by_itself_and_leaves_nothing(fresh_root, linux_build, tmp_path):
+    root, version = fresh_root, linux_build["version"]
+    name = f"{APP}-{version}-linux-amd64-cpu.AppImage"
+    before = root.snapshot()
+    root.run(f"cp /mnt/dist/{name} /home/{TESTER}/ && chmod +x /home/{TESTER}/{name}", user=TESTER)
+    program = f"/home/{TESTER}/{name}"
+    # a user without FUSE (no fuse3 on a minimal system): one line, then it runs from an extracted copy
+    started = time.perf_counter()
+    proc = root.run(f"{program} --version", user=TESTER)
+    extracted_s = time.perf_counter() - started
+    assert build_installer.project_version() in proc.stdout and "extracting it to" in proc.stderr
+    assert root.tmp_leftovers() == []  # the extracted copy is deleted when the app exits
+    # root can mount it with FUSE (/dev/fuse): the CLI and the window from the mounted image, no package installed
+    timings = _cli_works(root, program, user="root")
+    with virtual_display(98) as display:
+        timings["window_s"] = _window_works(root, program, display, tmp_path / "appimage.png", user="root")
+    timings["extract_and_version_s"] = extracted_s
+    root.run(f"rm /home/{TESTER}/{name}")
+    assert _diff(before, root.snapshot()) == [] and root.tmp_leftovers() == []
+    REPORT["AppImage"] = {**timings, "MB": linux_build["artifacts"][f"dist/{name}"] / 1e6}
+
+
+@pytest.mark.slow
+def test_fresh_debian_home_folder_leftovers_are_the_documented_ones(fresh_root):
+    """What the runs above left in the user's home (the system itself is checked per artifact): each is named in
+    docs/installers.md, with how to remove it."""
+    home = fresh_root.path / "home" / TESTER
+    left = sorted(
+        str(p.relative_to(home)) for base in (".cache", ".config", ".local/share") if (home / base).is_dir()
+        for p in (home / base).iterdir()
+    )  # fmt: skip
+    print("left in the home folder:", left, "\nper artifact:", json.dumps(REPORT, indent=1))
+    doc = (ROOT / "docs" / "installers.md").read_text(encoding="utf-8")
+    assert left and all(f"~/{p}" in doc for p in left), left
