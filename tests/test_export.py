@@ -2,7 +2,8 @@
 through the engine against PyTorch (cosine >= 0.9999).
 
 Needs the `export` extra (torch, open-clip-torch); without it these tests skip, except the one that checks
-the command's message when torch is missing. Run them with `/work/venv-export/bin/python -m pytest`.
+the command's message when torch is missing. They run in the `export` lane (README, Development): a venv of
+their own with the extra and a CPU PyTorch, here and in GitHub's `export` job.
 """
 
 from __future__ import annotations
