@@ -70,8 +70,13 @@ def _loads(soname: str) -> bool:
         return False
 
 
-def _font_count() -> int | None:
+def _font_count(environ: os._Environ | dict[str, str]) -> int | None:
     """Fonts fontconfig finds (None when fontconfig itself cannot load: then Qt fails on its own message)."""
+    config = environ.get("FONTCONFIG_FILE") or "fonts.conf"
+    if not os.path.isabs(config):
+        config = os.path.join(environ.get("FONTCONFIG_PATH") or "/etc/fonts", config)
+    if not os.path.exists(config):
+        return 0  # no configuration: fontconfig would print its own error and find nothing
     try:
         fc = ctypes.CDLL("libfontconfig.so.1")
     except OSError:
@@ -116,7 +121,7 @@ def window_problem(environ: os._Environ | dict[str, str] | None = None) -> str |
         needed |= WAYLAND
     missing = {soname: package for soname, package in needed.items() if not _loads(soname)}
     pkgs = sorted(set(missing.values()))
-    if platform not in ("offscreen", "minimal") and _font_count() == 0:
+    if platform not in ("offscreen", "minimal") and _font_count(environ) == 0:
         pkgs += list(FONT_PACKAGES)
         missing["fonts"] = "fonts"
     if not pkgs:

@@ -548,7 +548,8 @@ class FreshRoot:
         return state
 
     def tmp_leftovers(self) -> list[str]:
-        return sorted(os.listdir(self.path / "tmp"))
+        """What an AppImage leaves in /tmp if it does not clean up (its mount folder or extracted copy)."""
+        return sorted(n for n in os.listdir(self.path / "tmp") if n.startswith((".mount_", "appimage_extracted_")))
 
 
 MODELS_SRC = Path(os.environ.get("IMMICH_ML_SHARED", ROOT.parent / "shared")) / "models"
