@@ -522,6 +522,8 @@ class FreshRoot:
             [f"mount -t proc proc {self.path}/proc", f"mount --rbind /dev {self.path}/dev"]
             + [f"mount --bind -o ro {src} {self.path}/{dst}" for src, dst in binds]
         )
+        # a started program replaces every shell on the way (exec), so that stopping the Popen stops the app itself
+        command = f"exec {command}" if popen else command
         inner = f"env -i {' '.join(f'{k}={shlex.quote(v)}' for k, v in variables.items())} sh -c {shlex.quote(command)}"
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                 f"{mounts} && cd {self.path} && exec chroot --userspec={user}:{user} {self.path} {inner}"]  # fmt: skip
