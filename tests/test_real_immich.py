@@ -315,7 +315,10 @@ def test_sigkill_at_every_kind_of_push_step_then_resume_never_duplicates(immich:
         assert rounds <= 20, f"only {len(killed)} kills landed in {rounds - 1} rounds"
         plan = json.loads(app(scene, "immich", "push", *push_args(scene), "--dry-run", "--json").stdout)
         steps = len(plan["steps"])
-        target = rng.randrange(steps)
+        # Each round aims at a step of the next kind in turn, so every kind is interrupted.
+        kinds = sorted({s["kind"] for s in plan["steps"]})
+        aim = kinds[rounds % len(kinds)]
+        target = rng.choice([s["n"] for s in plan["steps"] if s["kind"] == aim])
         kind = _run_and_kill(scene, [], folder, target, rng)
         if kind:
             killed.append(kind)
