@@ -270,16 +270,19 @@ def run_jobs(args: argparse.Namespace) -> int:
             wanted = list(names) if "all" in args.start else list(dict.fromkeys(args.start))
             immich_ml.start_jobs(client, wanted, force=args.force)
         watch = immich_ml.QueueWatch()
+        width = max(map(len, names))
         while True:
             counts = immich_ml.queue_counts(client, names)
-            rows = [(c, watch.eta(c), watch.rate(c)) for c in counts]
+            rows = [(c, watch.done(c), watch.eta(c), watch.rate(c)) for c in counts]
             if args.json:
-                print_json([{**c.__dict__, "eta_seconds": eta, "per_second": rate} for c, eta, rate in rows])
+                print_json([{**c.__dict__, "done_since_start": done, "eta_seconds": eta, "per_second": rate}
+                            for c, done, eta, rate in rows])
             else:
-                for c, eta, rate in rows:
-                    print(f"{c.name:14} waiting {c.waiting:6}  active {c.active:3}  done {c.completed:6}  "
-                          f"failed {c.failed:4}" + ("  paused" if c.paused else "")
-                          + (f"  {rate:.1f}/s" if rate else "") + (f"  ETA {_duration(eta)}" if eta else ""))
+                for c, done, eta, rate in rows:
+                    # Immich 3.1 counts no finished job: "done" is what left the queue while we watched.
+                    print(f"{c.name:{width}}  waiting {c.waiting:6}  active {c.active:3}  done {done:6}"
+                          + ("  paused" if c.paused else "")
+                          + (f"  {rate:.1f}/s" if rate and c.remaining else "") + (f"  ETA {_duration(eta)}" if eta else ""))
             if not args.watch or all(c.remaining == 0 for c in counts):
                 if args.watch and not args.json:
                     print(immich_ml.FAILURES_HINT)

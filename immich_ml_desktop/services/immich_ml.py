@@ -179,36 +179,48 @@ def start_jobs(client: ImmichClient, names: list[str], force: bool = False) -> l
 
 
 class QueueWatch:
-    """Rate and ETA of Immich's queues from how fast their waiting + active count falls.
+    """Progress, rate and ETA of Immich's queues from how fast their waiting + active count falls.
 
     Immich 3.1 removes finished jobs, so its `completed` count stays 0, and a job whose handler throws is
     logged but not counted in `failed`: the fall of the remaining count is the only progress it shows. A
-    rise (new work queued) is not progress and does not count against it."""
+    rise (new work queued) is not progress and does not count against it. The rate is over the last
+    `window` seconds, so it follows the queue's current pace."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, window: float = 60.0) -> None:
         self.clock = clock
-        self._start: dict[str, float] = {}
+        self.window = window
         self._last: dict[str, int] = {}
         self._done: dict[str, int] = {}
+        self._samples: dict[str, list[tuple[float, int]]] = {}  # (time, done so far)
 
     def _observe(self, counts: QueueCounts) -> float:
         now = self.clock()
         name = counts.name
-        if name not in self._start:
-            self._start[name], self._last[name], self._done[name] = now, counts.remaining, 0
+        if name not in self._last:
+            self._last[name], self._done[name], self._samples[name] = counts.remaining, 0, [(now, 0)]
         else:
             self._done[name] += max(0, self._last[name] - counts.remaining)
             self._last[name] = counts.remaining
+            samples = self._samples[name]
+            samples.append((now, self._done[name]))
+            while len(samples) > 2 and now - samples[1][0] >= self.window:
+                samples.pop(0)  # keep one sample at or beyond the window's start
         return now
 
+    def done(self, counts: QueueCounts) -> int:
+        """Jobs finished since the first sample."""
+        self._observe(counts)
+        return self._done[counts.name]
+
     def rate(self, counts: QueueCounts) -> float | None:
-        """Jobs finished per second since the first sample; None before there is one."""
+        """Jobs finished per second over the last `window` seconds; None before there is one."""
         now = self._observe(counts)
-        elapsed = now - self._start[counts.name]
-        return self._done[counts.name] / elapsed if elapsed > 0 and self._done[counts.name] else None
+        first_time, first_done = self._samples[counts.name][0]
+        finished = self._done[counts.name] - first_done
+        return finished / (now - first_time) if now > first_time and finished else None
 
     def eta(self, counts: QueueCounts) -> float | None:
-        """Seconds until the queue is empty at the rate seen so far; None before a rate."""
+        """Seconds until the queue is empty at the current rate; None before a rate."""
         rate = self.rate(counts)
         if counts.remaining == 0:
             return 0.0

@@ -213,6 +213,12 @@ class PushPlan:
         """The plan in words, one line per person, then totals."""
         lines = []
         for p in self.summary:
+            if not p["matched"]:
+                where = (f"{p['not_visible']} on assets this API key cannot see (deleted in Immich, or another user's)"
+                         if p.get("not_visible") == p["faces"] else
+                         "Immich has no face there yet: run its Face Detection job (or `immich send`), then push again")
+                lines.append(f"{p['name'] or '(unnamed)'}: nothing to do; none of its {p['faces']} faces is in Immich ({where})")
+                continue
             if p["create"]:
                 action = "create"
             else:
