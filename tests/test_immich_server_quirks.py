@@ -237,3 +237,13 @@ def test_a_library_made_by_the_earlier_version_is_not_indexed_again(fake: FakeIm
                              (asset["checksum"], updated_ns(asset["updatedAt"]), asset["id"]))
         again = IndexJob(store, cpu_engine, ImmichSource(client), clip_model=CLIP_PACK, face_model=FACE_PACK).run()
     assert (again.changed, again.unchanged, again.total) == (0, 4, 0)
+
+
+def test_a_group_immich_has_no_face_of_says_so(fake: FakeImmich, client: ImmichClient):
+    """Immich's face detection has not run on the asset: the plan neither claims Immich agrees nor makes
+    an empty person (seen on the real server when Immich's jobs had failed unseen)."""
+    a, *_ = list(fake.assets)
+    plan = build_plan(client, [ReviewedPerson("Ann", [LocalFace(a, BOX1)])])
+    text = "\n".join(plan.describe())
+    assert "Ann: nothing to do; none of its 1 faces is in Immich (Immich has no face there yet" in text
+    assert plan.steps == [] and "use existing" not in text
