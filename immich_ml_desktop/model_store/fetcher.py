@@ -29,7 +29,10 @@ class ModelFetcher:
     def knows(self, model: InferenceModel) -> bool:
         """Whether `fetch` knows where this model's files are."""
         sources = model.file_sources()
-        return bool(sources) if sources is not None else catalog.lookup(model.model_name) is not None
+        if sources is not None:
+            return bool(sources)
+        entry = catalog.lookup(model.model_name)  # a pack of Immich's, of this model's task (not a plugin's namesake)
+        return entry is not None and entry.task.value == model.model_task.value
 
     def missing_hint(self, model: InferenceModel) -> str:
         """How a user gets the files of a model that is not in the cache."""

@@ -2,13 +2,18 @@
 
 A model knows its identity (task, type, name), where its files live in an Immich-layout cache,
 where to get them (`file_sources`, for the model store), how to load a session on the chosen device (`load`) and how to turn an
-input into Immich's answer (`predict`). To add a model, subclass it and register it in `registry.py`
-(see README "Adding a model").
+input into Immich's answer (`predict`). To add a model, subclass it, say which model names it serves
+(`model_names`) and register it (`registry.register`, or an `immich_ml_desktop.models` entry point; see
+README "Adding a new model").
+
+`ModelTask` and `ModelType` hold Immich's tasks and types; registering a class that brings a new one
+adds it (`ModelTask.extend`), so the engine and `/predict` accept it as they accept Immich's.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -25,17 +30,53 @@ from immich_ml_desktop.models.runtime import Device, RuntimeOptions, Session, ma
 log = logging.getLogger(__name__)
 
 
-class ModelTask(str, Enum):
+_IDENTITY_VALUE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+class _OpenEnum(str, Enum):
+    """A str enum that registered model classes may extend with values of their own.
+
+    `extend(value)` adds a member that `Cls(value)` then finds, as it finds the built-in ones; iterating
+    the enum still gives the built-in members only. Hand-written (aenum's `extend_enum` does the same)
+    to keep a dependency out for a dozen lines; members are only ever added by `registry.register`, never
+    from a request, so a client cannot grow the enum.
+    """
+
+    @classmethod
+    def extend(cls, value: "str | _OpenEnum") -> "_OpenEnum":
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            pass
+        if not isinstance(value, str) or not _IDENTITY_VALUE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} cannot be a model {cls.__name__[5:].lower()}: use lower-case letters, digits, '-' or '_' "
+                "(it is a key of Immich's `entries` and a folder of the model cache)."
+            )
+        member = str.__new__(cls, value)
+        member._name_ = value.upper().replace("-", "_")
+        member._value_ = value
+        return cls._value2member_map_.setdefault(value, member)
+
+
+class ModelTask(_OpenEnum):
     SEARCH = "clip"
     FACIAL_RECOGNITION = "facial-recognition"
     OCR = "ocr"
 
 
-class ModelType(str, Enum):
+class ModelType(_OpenEnum):
     VISUAL = "visual"
     TEXTUAL = "textual"
     DETECTION = "detection"
     RECOGNITION = "recognition"
+
+
+def value_of(item: "str | Enum") -> str:
+    """A task or type as the string Immich's `entries` spell it (`ModelTask.SEARCH` -> "clip")."""
+    return item.value if isinstance(item, Enum) else str(item)
 
 
 _CLEAN_NAME = str.maketrans(":\\/", "___", ".")
@@ -46,14 +87,60 @@ def clean_name(model_name: str) -> str:
     return model_name.split("/")[-1].translate(_CLEAN_NAME)
 
 
-def find_model_dir(cache_dirs: list[Path], task: ModelTask, model_name: str) -> Path:
+def find_model_dir(cache_dirs: list[Path], task: ModelTask | str, model_name: str) -> Path:
     """The first cache that holds `<task>/<name>`, or the primary cache (where a download would go)."""
-    name = clean_name(model_name)
+    name, folder = clean_name(model_name), value_of(task)
     for cache in cache_dirs:
-        candidate = cache / task.value / name
+        candidate = Path(cache) / folder / name
         if candidate.is_dir():
             return candidate
-    return cache_dirs[0] / task.value / name
+    return Path(cache_dirs[0]) / folder / name
+
+
+class ModelNames:
+    """Which model names a class serves for its (task, type): any of `names` (Immich's clean names, case
+    ignored), names that `pattern` matches whole (`re.fullmatch` on the clean name), or packs for which
+    `check(pack_dir)` is true (`pack_dir` is `<cache>/<task>/<name>`, when a cache holds it).
+
+    A class without `model_names` serves every name no other class of its (task, type) claims, as the
+    built-in CLIP, face and OCR classes do.
+    """
+
+    def __init__(self, *names: str, pattern: str | None = None, check: Callable[[Path], bool] | None = None) -> None:
+        if not names and pattern is None and check is None:
+            raise ValueError("ModelNames needs names, a pattern or a check")
+        self.names = tuple(clean_name(n) for n in names)
+        self.pattern = re.compile(pattern) if pattern is not None else None
+        self.check = check
+        self._folded = {n.casefold() for n in self.names}
+
+    def has_name(self, name: str) -> bool:
+        return clean_name(name).casefold() in self._folded
+
+    def matches(self, name: str, pack_dir: Path | None = None) -> bool:
+        """Whether this claims `name`; a check that raises counts as no (and is logged)."""
+        if self.has_name(name) or (self.pattern is not None and self.pattern.fullmatch(clean_name(name))):
+            return True
+        if self.check is None or pack_dir is None or not pack_dir.is_dir():
+            return False
+        try:
+            return bool(self.check(pack_dir))
+        except Exception as e:  # noqa: BLE001 - a plugin's check must not take a request down
+            log.warning("The model-name check %s failed on %s (%s: %s); not claiming it", self._check_name, pack_dir, type(e).__name__, e)
+            return False
+
+    @property
+    def _check_name(self) -> str:
+        return getattr(self.check, "__qualname__", repr(self.check))
+
+    def __str__(self) -> str:
+        parts = list(self.names)
+        if self.pattern is not None:
+            parts.append(f"names matching {self.pattern.pattern!r}")
+        if self.check is not None:
+            doc = (getattr(self.check, "__doc__", None) or "").strip().splitlines()
+            parts.append(f"packs where {doc[0] if doc else self._check_name}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -72,8 +159,9 @@ class InferenceModel:
     once loaded (sessions are thread-safe), so subclasses keep per-call state out of `self`.
     """
 
-    identity: ClassVar[tuple[ModelType, ModelTask]]
+    identity: ClassVar[tuple[ModelType, ModelTask]]  # (type, task); plain strings bring a new type or task
     depends: ClassVar[list[tuple[ModelType, ModelTask]]] = []
+    model_names: ClassVar[ModelNames | None] = None  # None: every name no other class claims
     model_file: ClassVar[str] = "model.onnx"
 
     def __init__(
@@ -100,11 +188,11 @@ class InferenceModel:
     # identity -----------------------------------------------------------------------------------
     @property
     def model_type(self) -> ModelType:
-        return self.identity[0]
+        return ModelType.extend(self.identity[0])  # type: ignore[return-value]
 
     @property
     def model_task(self) -> ModelTask:
-        return self.identity[1]
+        return ModelTask.extend(self.identity[1])  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model_name!r}, {self.model_task.value}/{self.model_type.value})"

@@ -17,11 +17,11 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from immich_ml_desktop.errors import ModelNotFoundError, UserError
-from immich_ml_desktop.models.base import InferenceModel, ModelTask, ModelType, clean_name
+from immich_ml_desktop.models.base import InferenceModel, ModelTask, ModelType, clean_name, value_of
 from immich_ml_desktop.models.clip import ClipTextualEncoder, ClipVisualEncoder
 from immich_ml_desktop.models.facial_recognition import FaceDetector, FaceRecognizer
 from immich_ml_desktop.models.images import DecodedImage, ImageInput, decode_image
-from immich_ml_desktop.models.registry import model_class
+from immich_ml_desktop.models.registry import model_class, unserved_reason
 from immich_ml_desktop.models.runtime import Device, RuntimeOptions, resolve_device
 from immich_ml_desktop.models.predict import run_entries
 from immich_ml_desktop.paths import app_cache_dir
@@ -83,7 +83,7 @@ class Engine:
         self.downloader = downloader  # knows where models come from, even when downloads are off
         self.download_progress = download_progress
         self.model_ttl = model_ttl
-        self._models: dict[tuple[ModelTask, ModelType, str], InferenceModel] = {}
+        self._models: dict[tuple[str, str, str], InferenceModel] = {}  # (task, type, clean name)
         self._lock = threading.Lock()
         self._download_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
@@ -94,17 +94,14 @@ class Engine:
 
     # models -------------------------------------------------------------------------------------
     def get_model(self, task: ModelTask | str, model_type: ModelType | str, name: str, *, load: bool = True) -> InferenceModel:
-        try:
-            task, model_type = ModelTask(task), ModelType(model_type)
-        except ValueError:
-            raise UnsupportedTaskError(f"Task {task!r} of type {model_type!r} is not served by this app.") from None
-        key = (task, model_type, clean_name(name))
+        """The model of this task, type and name, made by the class the registry picks for the name."""
+        key = (value_of(task), value_of(model_type), clean_name(name))
         with self._lock:
             model = self._models.get(key)
             if model is None:
-                cls = model_class(task, model_type)
+                cls = model_class(key[0], key[1], name, self.cache_dirs)
                 if cls is None:
-                    raise UnsupportedTaskError(f"Task {task.value!r} of type {model_type.value!r} is not served by this app.")
+                    raise UnsupportedTaskError(unserved_reason(key[0], key[1], name))
                 model = cls(name, self.cache_dirs, self.device, self.runtime_options, work_dir=self.work_dir)
                 if self.downloader is not None:
                     model.missing_hint = self.downloader.missing_hint(model)

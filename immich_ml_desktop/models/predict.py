@@ -7,18 +7,22 @@ server would answer. Embeddings are JSON strings; boxes are rounded, unclamped p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
 from immich_ml_desktop.errors import EntriesFormatError, InvalidInputError
-from immich_ml_desktop.models.base import InferenceModel, ModelTask, ModelType
+from immich_ml_desktop.models.base import InferenceModel, ModelType
 from immich_ml_desktop.models.images import DecodedImage, decode_image
 from immich_ml_desktop.models.registry import model_class
 
 
 class ModelProvider(Protocol):
-    """What answering entries needs: the loaded model for a (task, type, name) (the Engine)."""
+    """What answering entries needs: the loaded model for a (task, type, name) (the Engine), and the
+    caches its models are in (a class may claim a model by its pack's files)."""
+
+    cache_dirs: list[Path]
 
     def get_model(self, task: str, model_type: str, name: str) -> InferenceModel: ...
 
@@ -59,11 +63,8 @@ def parse_entries(raw: str | bytes | dict[str, Any]) -> list[Entry]:
     return entries
 
 
-def _depends(entry: Entry) -> list[tuple[str, str]]:
-    try:
-        cls = model_class(ModelTask(entry.task), ModelType(entry.type))
-    except ValueError:
-        return []
+def _depends(entry: Entry, cache_dirs: list[Path]) -> list[tuple[str, str]]:
+    cls = model_class(entry.task, entry.type, entry.name, cache_dirs)
     return [(t.value, k.value) for k, t in cls.depends] if cls else []
 
 
@@ -84,12 +85,12 @@ def run_entries(engine: ModelProvider, raw_entries: Any, image: Any = None, text
 
     outputs: dict[tuple[str, str], Any] = {}
     response: dict[str, Any] = {}
-    without = [e for e in entries if not _depends(e)]
-    with_deps = [e for e in entries if _depends(e)]
-    for entry in [*without, *with_deps]:
+    deps = [_depends(e, engine.cache_dirs) for e in entries]
+    ordered = [i for i, d in enumerate(deps) if not d] + [i for i, d in enumerate(deps) if d]  # without first
+    for entry, depends in ((entries[i], deps[i]) for i in ordered):
         model = engine.get_model(entry.task, entry.type, entry.name)
         inputs: list[Any] = [payload]
-        for dep in _depends(entry):
+        for dep in depends:
             if dep not in outputs:
                 raise InvalidInputError(f"Task {entry.task} of type {entry.type} depends on output of {dep[1]}.")
             inputs.append(outputs[dep])

@@ -35,10 +35,9 @@ from immich_ml_desktop.errors import (
     UserError,
 )
 from immich_ml_desktop.server.multipart_form import FormPart, parse_form
-from immich_ml_desktop.models.base import ModelTask, ModelType
 from immich_ml_desktop.models.engine import Engine, UnsupportedTaskError
 from immich_ml_desktop.models.predict import Entry, parse_entries, run_entries, to_json
-from immich_ml_desktop.models.registry import model_class, served_tasks
+from immich_ml_desktop.models.registry import model_class, model_classes, plugin_problems, served_tasks
 from immich_ml_desktop.models.runtime import default_parallel
 
 log = logging.getLogger(__name__)
@@ -176,11 +175,8 @@ class _ClientFilter:
         await self.app(scope, receive, send)
 
 
-def _runs_locally(entry: Entry) -> bool:
-    try:
-        return model_class(ModelTask(entry.task), ModelType(entry.type)) is not None
-    except ValueError:
-        return False
+def _runs_locally(entry: Entry, cache_dirs: list) -> bool:
+    return model_class(entry.task, entry.type, entry.name, cache_dirs) is not None
 
 
 def _describe(entries: list[Entry]) -> tuple[list[str], str]:
@@ -262,16 +258,22 @@ class MlServer:
     def running(self) -> bool:
         return self._uvicorn is not None and self._uvicorn.started and not self._uvicorn.should_exit
 
-    def served_tasks(self) -> list[dict[str, str]]:
-        """Each task Immich may ask for and where it goes: `local`, `forward` (to `forward_url`) or
-        `unavailable` (answered with an error that names it)."""
+    def served_tasks(self) -> list[dict[str, Any]]:
+        """Each task Immich may ask for, then those model classes added, and where it goes: `local`,
+        `forward` (to `forward_url`) or `unavailable` (answered with an error that names it). `classes`
+        says which model class serves which names there (`ModelClassInfo.as_dict()`: class, names, source)."""
         local = set(served_tasks())
         known = list(IMMICH_TASKS) + sorted(local - set(IMMICH_TASKS))
         routes = []
         for task, model_type in known:
             route = "local" if (task, model_type) in local else ("forward" if self.forward_url else "unavailable")
-            routes.append({"task": task, "type": model_type, "route": route})
+            classes = [c.as_dict() for c in model_classes(task, model_type)]
+            routes.append({"task": task, "type": model_type, "route": route, "classes": classes})
         return routes
+
+    def plugin_problems(self) -> list[str]:
+        """Model plugins (entry points) that could not be loaded or registered, each in a sentence."""
+        return plugin_problems()
 
     def preload(self, names: Iterable[str]) -> list[str]:
         """Load every model type found in the cache under each name (e.g. both CLIP encoders), or, for a
@@ -279,12 +281,13 @@ class MlServer:
         "task/type/name" of each loaded model. Raises ModelNotFoundError for a name found nowhere."""
         loaded = []
         for name in names:
-            types = [(t, m) for t, m in served_tasks() if self.engine.get_model(t, m, name, load=False).model_dir.is_dir()]
+            served = [(t, m) for t, m in served_tasks() if model_class(t, m, name, self.engine.cache_dirs) is not None]
+            types = [(t, m) for t, m in served if self.engine.get_model(t, m, name, load=False).model_dir.is_dir()]
             if not types and self.engine.allow_downloads:
                 from immich_ml_desktop.model_store import catalog
 
                 entry = catalog.lookup(name)
-                types = [(t, m) for t, m in served_tasks() if entry is not None and t == entry.task.value]
+                types = [(t, m) for t, m in served if entry is not None and t == entry.task.value]
             if not types:
                 caches = ", ".join(str(c) for c in self.engine.cache_dirs)
                 raise ModelNotFoundError(
@@ -450,7 +453,7 @@ class MlServer:
             tasks, models = _describe(entries)
             image, text = self._payload(form)
             can_forward = bool(self.forward_url) and FORWARDED_HEADER not in request.headers
-            if can_forward and not all(_runs_locally(e) for e in entries):
+            if can_forward and not all(_runs_locally(e, self.engine.cache_dirs) for e in entries):
                 forwarded = True
                 response = await self._forward(body, content_type)
             else:
