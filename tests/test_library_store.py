@@ -79,6 +79,32 @@ def test_failed_migration_leaves_library_unchanged(tmp_path: Path, monkeypatch: 
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
 
 
+def test_library_of_schema_3_keeps_its_results_and_takes_task_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 4 rebuilds asset_status without its CHECK on the task: every row stays, other tasks fit."""
+    path = tmp_path / "lib.sqlite3"
+    with monkeypatch.context() as m:
+        m.setattr("immich_ml_desktop.library.store.MIGRATIONS", schema.MIGRATIONS[:3])
+        m.setattr("immich_ml_desktop.library.store.SCHEMA_VERSION", 3)
+        with LibraryStore(path) as old:
+            ids = [old.upsert_asset("folder", f"/p/{i}.jpg", size=i, mtime_ns=i)[0] for i in range(3)]
+            old.record_result(AssetResult(ids[0], 10, 10, _vec(0), [_face(0)]), clip_model=CLIP, face_model=FACES)
+            old.record_failure(ids[1], "corrupt", clip_model=CLIP, face_model=FACES)
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK"):  # schema 3 knows only clip and faces
+                old.connection().execute("INSERT INTO asset_status VALUES (?, 'tags', 't', 'done', NULL, 0)", (ids[2],))
+            before = (old.stats(), old.failures(), old.pending_assets(clip_model=CLIP, face_model=FACES))
+    with LibraryStore(path) as store:
+        assert store.schema_version == schema.SCHEMA_VERSION
+        assert (store.stats(), store.failures(), store.pending_assets(clip_model=CLIP, face_model=FACES)) == before
+        assert [a.id for a in store.pending_assets(clip_model=None, face_model=None, tasks=[("tags", "t")])] == ids
+        store.record_result(AssetResult(ids[2], 10, 10, results={("tags", "t"): b'[{"label":"cat"}]'}), clip_model=None, face_model=None)
+        assert [(r.asset_id, r.result) for r in store.task_results("tags")] == [(ids[2], [{"label": "cat"}])]
+        assert store.result_counts() == {"tags": {"t": 1}}
+        with pytest.raises(ValueError, match="clip_model/face_model"):
+            store.record_result(AssetResult(ids[2], 10, 10, results={("clip", "x"): b"1"}), clip_model=None, face_model=None)
+        store.upsert_asset("folder", "/p/2.jpg", size=99, mtime_ns=2)  # the photo changed: its results go
+        assert store.task_results("tags") == [] and store.result_counts() == {}
+
+
 def test_bad_files_are_clear_user_errors(tmp_path: Path) -> None:
     text = tmp_path / "notes.sqlite3"
     text.write_text("these are my notes, not a database " * 100)

@@ -320,3 +320,25 @@ def test_concurrent_requests_with_different_thresholds_do_not_mix(cpu_engine) ->
         t.join()
     assert expected[0.5]["ocr"]["text"] == ["Hello Immich 2024"] and expected[0.999]["ocr"]["text"] == []
     assert all(answer == expected[s] for (_, s), answer in results.items()) and len(results) == 6
+
+
+def test_index_job_stores_ocr_per_photo(cpu_engine, tmp_path: Path) -> None:
+    """Any task reaches the library the same way as a model plugin's (`index --task ocr=NAME`): the
+    stored answer is what /predict answers for the same photo."""
+    from immich_ml_desktop.library.folders import FolderSource
+    from immich_ml_desktop.library.store import LibraryStore
+    from immich_ml_desktop.services.index import IndexJob, TaskSpec
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = Image.open(io.BytesIO(preview(TEXT + "craft-beer.jpg")))
+    image.save(folder / "craft-beer.png")
+    with LibraryStore(tmp_path / "library.sqlite3") as store:
+        summary = IndexJob(store, cpu_engine, FolderSource([folder]), clip_model=None, face_model=None,
+                           tasks=[TaskSpec("ocr", OCR_MODEL)]).run()
+        assert (summary.indexed, summary.results) == (1, 1)
+        (row,) = store.task_results("ocr", OCR_MODEL)
+    defaults = {"ocr": {"detection": {"modelName": OCR_MODEL}, "recognition": {"modelName": OCR_MODEL}}}
+    expected = json.loads(to_json(cpu_engine.predict_entries(defaults, image=(folder / "craft-beer.png").read_bytes())))
+    assert row.result == expected["ocr"]
+    assert "RODEO CLOWN" in " ".join(row.result["text"]).upper()

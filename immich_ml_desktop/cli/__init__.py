@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "serve",
     "index",
     "stats",
+    "results",
     "search",
     "cluster",
     "immich",

@@ -61,6 +61,21 @@ def add_library_options(parser: argparse.ArgumentParser, *, clip: bool = True, f
         g.add_argument("--face-model", help="face model name, e.g. buffalo_l (default: from the settings)")
 
 
+def add_task_option(parser: argparse.ArgumentParser) -> None:
+    """`--task TASK=MODEL` (repeatable): another task to store per photo, e.g. ocr=PP-OCRv5_mobile."""
+    parser.add_argument(
+        "--task", dest="tasks", action="append", default=[], metavar="TASK=MODEL",
+        help="also run and store another task a model class serves, e.g. ocr=PP-OCRv5_mobile "
+             "(repeatable; see `models list --classes`, read back with `results TASK`)",
+    )
+
+
+def task_specs_from_args(args: argparse.Namespace) -> list:  # -> list[TaskSpec] (import kept lazy)
+    from immich_ml_desktop.services.index import TaskSpec
+
+    return [TaskSpec.parse(t) for t in getattr(args, "tasks", [])]
+
+
 def library_settings_from_args(args: argparse.Namespace) -> Settings:
     """`settings_from_args` plus `--library`, `--clip-model` and `--face-model`."""
     settings = settings_from_args(args)

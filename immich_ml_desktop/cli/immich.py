@@ -18,11 +18,13 @@ from immich_ml_desktop.cli.common import (
     add_engine_options,
     add_json_option,
     add_library_options,
+    add_task_option,
     engine_from_args,
     library_settings_from_args,
     open_library,
     print_json,
     settings_from_args,
+    task_specs_from_args,
 )
 from immich_ml_desktop.errors import InvalidInputError
 
@@ -40,6 +42,7 @@ def register(sub: Any) -> None:
     add_library_options(index)
     index.add_argument("--no-clip", action="store_true", help="compute faces only")
     index.add_argument("--no-faces", action="store_true", help="compute CLIP vectors only")
+    add_task_option(index)
     index.add_argument("--images-only", action="store_true", help="leave out the preview frames of videos")
     index.add_argument("--retry-failed", action="store_true", help="try assets that failed before again")
     add_engine_options(index)
@@ -143,6 +146,7 @@ def run_index(args: argparse.Namespace) -> int:
             clip_model=None if args.no_clip else settings.clip_model,
             face_model=None if args.no_faces else settings.face_model,
             face_min_score=settings.face_min_score, progress=progress, retry_failed=args.retry_failed,
+            tasks=task_specs_from_args(args),
         )
         previous = signal.signal(signal.SIGINT, lambda *_: job.cancel())  # Ctrl-C keeps what is done
         try:

@@ -12,9 +12,11 @@ from immich_ml_desktop.cli.common import (
     add_engine_options,
     add_json_option,
     add_library_options,
+    add_task_option,
     library_settings_from_args,
     open_library,
     print_json,
+    task_specs_from_args,
 )
 
 
@@ -25,6 +27,7 @@ def register(sub: Any) -> None:
     p.add_argument("--min-score", type=float, help="face detection threshold (default: from the settings, 0.7)")
     p.add_argument("--no-clip", action="store_true", help="compute faces only")
     p.add_argument("--no-faces", action="store_true", help="compute CLIP vectors only")
+    add_task_option(p)
     p.add_argument("--retry-failed", action="store_true", help="try files that failed before again")
     p.add_argument("--workers", type=int, help="photos worked on at once (default: one per core, at most 4)")
     add_engine_options(p)
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             clip_model=None if args.no_clip else settings.clip_model,
             face_model=None if args.no_faces else settings.face_model,
             face_min_score=settings.face_min_score if args.min_score is None else args.min_score,
-            progress=progress, workers=args.workers, retry_failed=args.retry_failed,
+            progress=progress, workers=args.workers, retry_failed=args.retry_failed, tasks=task_specs_from_args(args),
         )
         previous = signal.signal(signal.SIGINT, lambda *_: job.cancel())  # Ctrl-C keeps what is done
         try:
@@ -72,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
         print_json({**summary.to_dict(), "library": str(store.path), "library_stats": stats})
     else:
         print(
-            f"{summary.indexed} indexed, {summary.failed} failed, {summary.faces} faces "
-            f"({summary.new} new, {summary.changed} changed, {summary.removed} removed, {summary.unchanged} unchanged) "
+            f"{summary.indexed} indexed, {summary.failed} failed, {summary.faces} faces"
+            + (f", {summary.results} task results" if summary.results else "")
+            + f" ({summary.new} new, {summary.changed} changed, {summary.removed} removed, {summary.unchanged} unchanged) "
             f"in {summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s"
             + (" - cancelled" if summary.cancelled else "")
         )

@@ -1,4 +1,5 @@
-"""`stats --library FILE`: what the library holds (assets, indexed, failed, faces, clip) and why files failed."""
+"""`stats --library FILE`: what the library holds (assets, indexed, failed, faces, clip, other tasks' results)
+and why files failed."""
 
 from __future__ import annotations
 
@@ -28,13 +29,16 @@ def run(args: argparse.Namespace) -> int:
             if (not args.clip_model or f.task != "clip" or f.model == args.clip_model)
             and (not args.face_model or f.task != "faces" or f.model == args.face_model)
         ]
-        models = {"clip": store.clip_models(), "faces": store.face_models()}
+        results = store.result_counts()  # other tasks (a model class's own, OCR): assets with a result per model
+        models = {"clip": store.clip_models(), "faces": store.face_models(), **{t: sorted(m) for t, m in results.items()}}
     if args.json:
-        print_json({**counts, "models": models, "failures": failures, "library": str(path)})
+        print_json({**counts, "results": results, "models": models, "failures": failures, "library": str(path)})
         return 0
     print(f"library  {path}")
     for key, value in counts.items():
         print(f"{key:<8} {value}")
+    for task, per_model in results.items():
+        print(f"{task} results: " + ", ".join(f"{n} ({model})" for model, n in per_model.items()))
     for task, names in models.items():
         print(f"{task} models: {', '.join(names) or '-'}")
     seen: set[str] = set()

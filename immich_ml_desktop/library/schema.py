@@ -114,6 +114,32 @@ MIGRATIONS: list[str] = [
         UPDATE face_id_high SET id = max(id, OLD.id);
     END;
     """,
+    # 4: what other tasks return (a model class's own task, e.g. tags; OCR), per asset, task and model, as
+    # /predict answers it; their status goes in asset_status under the task's name, so asset_status.task
+    # loses its CHECK (SQLite cannot drop a CHECK in place: the table is rebuilt, rows kept).
+    """
+    CREATE TABLE asset_status_v4 (
+        asset_id   INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+        task       TEXT NOT NULL,          -- 'clip', 'faces', or the /predict task of task_results
+        model      TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('done', 'failed')),
+        reason     TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (asset_id, task, model)
+    ) WITHOUT ROWID;
+    INSERT INTO asset_status_v4 SELECT asset_id, task, model, state, reason, updated_at FROM asset_status;
+    DROP TABLE asset_status;
+    ALTER TABLE asset_status_v4 RENAME TO asset_status;
+    CREATE INDEX asset_status_by_model ON asset_status (task, model, state);
+    CREATE TABLE task_results (
+        asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+        task     TEXT NOT NULL,            -- the /predict task, e.g. 'tags'
+        model    TEXT NOT NULL,
+        result   BLOB NOT NULL,            -- the answer's value for the task, JSON exactly as /predict gives it
+        PRIMARY KEY (asset_id, task, model)
+    );
+    CREATE INDEX task_results_by_model ON task_results (task, model);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,4 +1,5 @@
-"""The local library: one SQLite file (WAL) with assets, per-model status, CLIP vectors and faces.
+"""The local library: one SQLite file (WAL) with assets, per-model status, CLIP vectors, faces and what
+other tasks (a model class's own task, OCR) returned, per task and model.
 
 Safe for one writer thread plus any number of reader threads (the GUI): every thread gets its own
 connection, writes are serialised by a lock and `BEGIN IMMEDIATE`, and everything one asset produced
@@ -7,6 +8,7 @@ connection, writes are serialised by a lock and `BEGIN IMMEDIATE`, and everythin
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -14,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -26,6 +28,16 @@ log = logging.getLogger(__name__)
 
 Source = Literal["folder", "immich"]
 Change = Literal["new", "changed", "unchanged"]
+TaskModel = tuple[str, str]  # (the /predict task, the model name) of a task result
+_OWN_TASKS = {"clip", "faces"}  # status names of the CLIP vectors and faces, which have tables of their own
+
+
+def _task_models(tasks: Iterable[TaskModel]) -> list[TaskModel]:
+    tasks = list(tasks)
+    for task, model in tasks:
+        if task in _OWN_TASKS or task == "facial-recognition" or not task or not model:
+            raise ValueError(f"task result {task!r}/{model!r}: CLIP vectors and faces are stored with clip_model/face_model")
+    return tasks
 
 
 def to_blob(vector: np.ndarray) -> bytes:
@@ -69,13 +81,15 @@ class FaceLike(Protocol):
 
 @dataclass(frozen=True)
 class AssetResult:
-    """Everything the models produced for one asset; None for a task that was not run."""
+    """Everything the models produced for one asset; None for a task that was not run. `results`: the
+    answer of each other (task, model), JSON as /predict gives it (`to_json(answer[task])`)."""
 
     asset_id: int
     width: int
     height: int
     clip: np.ndarray | None = None
     faces: Sequence[FaceLike] | None = None
+    results: Mapping[TaskModel, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,22 @@ class Failure:
     task: str
     model: str
     reason: str
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What one (task, model) returned for one asset, read back."""
+
+    asset_id: int
+    source: Source
+    key: str
+    task: str
+    model: str
+    result: Any  # the JSON value /predict answered under the task's key
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"asset_id": self.asset_id, "source": self.source, "key": self.key, "task": self.task,
+                "model": self.model, "result": self.result}
 
 
 @dataclass(frozen=True)
@@ -322,6 +352,7 @@ class LibraryStore:
         conn.execute("DELETE FROM asset_status WHERE asset_id = ?", (asset_id,))
         conn.execute("DELETE FROM clip_vectors WHERE asset_id = ?", (asset_id,))
         conn.execute("DELETE FROM faces WHERE asset_id = ?", (asset_id,))
+        conn.execute("DELETE FROM task_results WHERE asset_id = ?", (asset_id,))
 
     @staticmethod
     def _delete(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
@@ -367,9 +398,10 @@ class LibraryStore:
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     def pending_assets(self, *, clip_model: str | None, face_model: str | None, source: Source | None = None,
-                       retry_failed: bool = False) -> list[Asset]:
-        """Assets that still lack a result (done, or failed unless `retry_failed`) for a requested model."""
-        needs = [(t, m) for t, m in (("clip", clip_model), ("faces", face_model)) if m]
+                       retry_failed: bool = False, tasks: Sequence[TaskModel] = ()) -> list[Asset]:
+        """Assets that still lack a result (done, or failed unless `retry_failed`) for a requested model
+        (CLIP, faces, or another task's (task, model) in `tasks`)."""
+        needs = [(t, m) for t, m in (("clip", clip_model), ("faces", face_model)) if m] + _task_models(tasks)
         if not needs:
             return []
         state = "AND s.state = 'done'" if retry_failed else ""
@@ -426,8 +458,16 @@ class LibraryStore:
                     )
                     decisions.reapply(conn, r.asset_id, face_model, r.width, r.height)
                     self._status(conn, r.asset_id, "faces", face_model, "done", None, now)
+                for (task, model), result in (r.results or {}).items():
+                    _task_models([(task, model)])
+                    conn.execute(
+                        "INSERT OR REPLACE INTO task_results (asset_id, task, model, result) VALUES (?, ?, ?, ?)",
+                        (r.asset_id, task, model, bytes(result)),
+                    )
+                    self._status(conn, r.asset_id, task, model, "done", None, now)
 
-    def record_failure(self, asset_id: int, reason: str, *, clip_model: str | None, face_model: str | None) -> None:
+    def record_failure(self, asset_id: int, reason: str, *, clip_model: str | None, face_model: str | None,
+                       tasks: Sequence[TaskModel] = ()) -> None:
         """Mark the asset failed for every requested model, with the reason; drops partial results."""
         now = time.time()
         with self.write() as conn:
@@ -440,6 +480,9 @@ class LibraryStore:
                 decisions.stash(conn, asset_id, face_model)  # kept until the photo indexes again
                 conn.execute("DELETE FROM faces WHERE asset_id = ? AND model = ?", (asset_id, face_model))
                 self._status(conn, asset_id, "faces", face_model, "failed", reason, now)
+            for task, model in _task_models(tasks):
+                conn.execute("DELETE FROM task_results WHERE asset_id = ? AND task = ? AND model = ?", (asset_id, task, model))
+                self._status(conn, asset_id, task, model, "failed", reason, now)
 
     @staticmethod
     def _status(conn: sqlite3.Connection, asset_id: int, task: str, model: str, state: str, reason: str | None,
@@ -483,6 +526,24 @@ class LibraryStore:
             "faces": faces,
             "clip": clip,
         }
+
+    def result_counts(self) -> dict[str, dict[str, int]]:
+        """How many assets hold a result of each other task, per model: {"tags": {"tiny-tagger": 12}}."""
+        counts: dict[str, dict[str, int]] = {}
+        for task, model, n in self.connection().execute(
+            "SELECT task, model, count(*) FROM task_results GROUP BY task, model ORDER BY task, model"
+        ):
+            counts.setdefault(task, {})[model] = n
+        return counts
+
+    def task_results(self, task: str, model: str | None = None) -> list[TaskResult]:
+        """What `task` returned for each asset (of one model, if given), in asset order."""
+        where, args = ("WHERE r.task = ? AND r.model = ?", [task, model]) if model else ("WHERE r.task = ?", [task])
+        rows = self.connection().execute(
+            f"SELECT a.id, a.source, a.key, r.task, r.model, r.result FROM task_results r JOIN assets a ON a.id = r.asset_id"
+            f" {where} ORDER BY a.id, r.model", args
+        ).fetchall()
+        return [TaskResult(*row[:5], json.loads(row[5])) for row in rows]
 
     def failures(self, *, limit: int | None = None) -> list[Failure]:
         """Every failed (asset, model) with its reason, most recent first."""

@@ -1,5 +1,5 @@
-"""The index job: bring a source's assets into the library and compute CLIP vectors and faces for those
-that lack them, several assets at a time.
+"""The index job: bring a source's assets into the library and compute CLIP vectors and faces (and any
+other task a model class serves, `TaskSpec`) for those that lack them, several assets at a time.
 
 Each worker takes one asset through the whole pipeline (load or download, decode, CLIP, faces), so the
 cores stay busy with decoding and inference alike and the engine's parallel sessions (OpenVINO streams)
@@ -20,7 +20,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol, Sequence
 
 import numpy as np
 
@@ -30,6 +30,8 @@ from immich_ml_desktop.library.store import Asset, AssetResult, LibraryStore
 from immich_ml_desktop.models.base import ModelTask, ModelType
 from immich_ml_desktop.models.engine import Engine
 from immich_ml_desktop.models.images import DecodedImage
+from immich_ml_desktop.models.predict import Entry, run_entries, to_json
+from immich_ml_desktop.models.registry import model_class, served_tasks
 from immich_ml_desktop.services.face_passes import detect_faces_with_fallback
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,39 @@ class IndexSource(Protocol):
     def sync(self, store: LibraryStore) -> SyncResult: ...
 
     def load(self, asset: Asset) -> DecodedImage: ...
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Another task to run on every asset, asked as Immich asks for a task: every image type of `task`
+    whose class serves `model`, in one request (`options` per type); the answer under the task's key is
+    stored per asset, task and model (`LibraryStore.task_results`)."""
+
+    task: str
+    model: str
+    options: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def parse(cls, text: str) -> "TaskSpec":
+        """`TASK=MODEL`, e.g. `tags=tiny-tagger` or `ocr=PP-OCRv5_mobile`."""
+        task, sep, model = text.partition("=")
+        if not sep or not task.strip() or not model.strip():
+            raise UserError(f"{text!r} is not TASK=MODEL (e.g. ocr=PP-OCRv5_mobile); see `immich-ml-desktop models list --classes`.")
+        return cls(task.strip(), model.strip())
+
+    def entries(self, engine: Engine) -> list[Entry]:
+        """The request's entries; a clear error when no model class serves the model for the task."""
+        if self.task in ("clip", "facial-recognition", "faces"):
+            raise UserError(f"CLIP and faces have their own models: choose them with --clip-model/--face-model, not {self.task}={self.model}.")
+        types = [t for k, t in served_tasks() if k == self.task and model_class(k, t, self.model, engine.cache_dirs)]
+        entries = [Entry(self.task, t, self.model, self.options.get(t, {})) for t in types]
+        entries = [e for e in entries if not e.needs_text]
+        if not entries:
+            raise UserError(
+                f"No model class here serves {self.model!r} for a task {self.task!r} on images; "
+                "see `immich-ml-desktop models list --classes`."
+            )
+        return entries
 
 
 @dataclass(frozen=True)
@@ -80,6 +115,7 @@ class IndexSummary:
     seconds: float
     images_per_second: float
     no_preview: list[str] = field(default_factory=list)  # Immich assets without a preview yet: not indexed
+    results: int = 0  # other tasks' results stored in this run (one per asset and TaskSpec)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +129,7 @@ class _Outcome:
     result: AssetResult | None = None
     error: str | None = None
     faces: int = 0
+    results: int = 0
 
 
 class _Rate:
@@ -141,8 +178,9 @@ class IndexJob:
         workers: int | None = None,
         retry_failed: bool = False,
         progress_interval: float = 0.1,
+        tasks: Sequence[TaskSpec] = (),
     ) -> None:
-        if not clip_model and not face_model:
+        if not clip_model and not face_model and not tasks:
             raise UserError("Choose a CLIP model, a face model or both to index with.")
         self.store = store
         self.engine = engine
@@ -150,6 +188,8 @@ class IndexJob:
         self.clip_model = clip_model or None
         self.face_model = face_model or None
         self.face_min_score = face_min_score
+        self.tasks = list(dict.fromkeys(tasks))  # each (task, model) once
+        self._task_entries: list[tuple[TaskSpec, list[Entry]]] = []
         self._progress_cb = progress
         self._failure_cb = failure
         # Assets in progress at once: one more than the engine's parallel sessions, so one is being
@@ -162,7 +202,7 @@ class IndexJob:
         self._cancel = threading.Event()
         self._rate = _Rate()
         self._last_emit = 0.0
-        self._done = self._failed = self._total = self._faces = 0
+        self._done = self._failed = self._total = self._faces = self._results = 0
         self._current: str | None = None
 
     # control (any thread) ---------------------------------------------------------------------
@@ -188,13 +228,13 @@ class IndexJob:
     def run(self) -> IndexSummary:
         """Scan, then index everything pending; blocks until finished or cancelled."""
         started = time.monotonic()
-        self._done = self._failed = self._total = self._faces = 0  # a job object may be run again
+        self._done = self._failed = self._total = self._faces = self._results = 0  # a job object may be run again
         self._emit("scanning", force=True)
         try:
             scan = self.source.sync(self.store)
             pending = [] if self.cancelled else self.store.pending_assets(
                 clip_model=self.clip_model, face_model=self.face_model, source=self.source.kind,  # type: ignore[arg-type]
-                retry_failed=self.retry_failed,
+                retry_failed=self.retry_failed, tasks=self._task_keys,
             )
             self._total = len(pending)
             if pending and not self.cancelled:
@@ -213,7 +253,12 @@ class IndexJob:
             total=self._total, indexed=self._done - self._failed, failed=self._failed, faces=self._faces,
             cancelled=self.cancelled, seconds=round(seconds, 3),
             images_per_second=round(self._done / seconds, 2) if seconds > 0 else 0.0, no_preview=scan.no_preview,
+            results=self._results,
         )
+
+    @property
+    def _task_keys(self) -> list[tuple[str, str]]:
+        return [(t.task, t.model) for t in self.tasks]
 
     def _load_models(self) -> Any:
         """Load every model before the first image, so a missing model fails the job, not each image."""
@@ -221,6 +266,9 @@ class IndexJob:
         if self.face_model:
             self.engine.get_model(ModelTask.FACIAL_RECOGNITION, ModelType.DETECTION, self.face_model)
             self.engine.get_model(ModelTask.FACIAL_RECOGNITION, ModelType.RECOGNITION, self.face_model)
+        self._task_entries = [(spec, spec.entries(self.engine)) for spec in self.tasks]
+        for entry in (e for _, entries in self._task_entries for e in entries):
+            self.engine.get_model(entry.task, entry.type, entry.name)
         return clip
 
     def _index(self, pending: list[Asset], clip: Any) -> None:
@@ -257,7 +305,12 @@ class IndexJob:
             if self.face_model:
                 faces = detect_faces_with_fallback(self.engine, self.face_model, image, self.face_min_score)
                 outcome.faces = len(faces)
-            outcome.result = AssetResult(asset.id, image.width, image.height, vector, faces)
+            results = {  # what /predict would answer under the task's key, for the same image
+                (spec.task, spec.model): to_json(run_entries(self.engine, entries, image=image)[spec.task])
+                for spec, entries in self._task_entries
+            }
+            outcome.results = len(results)
+            outcome.result = AssetResult(asset.id, image.width, image.height, vector, faces, results or None)
         except SourceUnavailableError:
             raise  # the whole source is down, not this asset: stop here; a later run goes on from here
         except Exception as e:  # noqa: BLE001 - any bad file is recorded and the job goes on
@@ -275,12 +328,13 @@ class IndexJob:
             elif o.result is not None:
                 self._done += 1
                 self._faces += o.faces
+                self._results += o.results
                 self._rate.add(self._done)
                 self._emit("indexing")
 
     def _fail(self, asset: Asset, reason: str) -> None:
         log.info("Cannot index %s: %s", asset.key, reason)
-        self.store.record_failure(asset.id, reason, clip_model=self.clip_model, face_model=self.face_model)
+        self.store.record_failure(asset.id, reason, clip_model=self.clip_model, face_model=self.face_model, tasks=self._task_keys)
         self._done += 1
         self._failed += 1
         self._rate.add(self._done)
