@@ -24,9 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--cache-dir", type=Path, help="model cache in Immich's layout (default: from the settings)")
         return q
 
-    q = add("list", "Immich's models with their dimensions, and which are in the cache")
-    q.add_argument("--task", choices=["clip", "facial-recognition"], help="only models of this task")
+    q = add("list", "Immich's models with their dimensions, which are in the cache, and the model class serving each")
+    q.add_argument("--task", help="only models of this task (clip, facial-recognition, ocr, or a model plugin's)")
     q.add_argument("--installed", action="store_true", help="only models present in a cache")
+    q.add_argument("--classes", action="store_true",
+                   help="list the model classes instead: the task/type and names each serves, and where it comes from")
     add_json_option(q)
     q.set_defaults(func=run_list)
 
@@ -67,15 +69,25 @@ def _store(args: argparse.Namespace, only_given: bool = False) -> ModelStore:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from immich_ml_desktop.models import registry
+
     store = _store(args)
+    for problem in registry.plugin_problems():
+        print(f"warning: {problem}", file=sys.stderr)
+    served = registry.served_tasks()
+    tasks = {e.task.value for e in catalog.entries()} | {t for t, _ in served}
+    if args.task and args.task not in tasks:
+        raise InvalidInputError(f"No task {args.task!r} here: the tasks are {', '.join(sorted(tasks))}.")
+    if args.classes:
+        return _print_classes([c for c in registry.model_classes() if not args.task or c.task == args.task], args.json)
     rows = []
     for entry in catalog.entries(cache_dirs=store.caches):
-        if args.task and entry.task.value != args.task:
-            continue
         pack = entry.path if entry.custom else store.find_pack(entry.name)
-        if args.installed and pack is None:
-            continue
         rows.append({**entry.as_dict(), "path": str(pack) if pack else None, "installed": pack is not None})
+    rows += _other_rows(store.caches, served, {(r["task"], r["name"].casefold()) for r in rows})
+    rows = [r for r in rows if (not args.task or r["task"] == args.task) and (r["installed"] or not args.installed)]
+    for r in rows:
+        r["classes"] = _classes_for(r["task"], r["name"], store.caches, served)
     if args.json:
         print_json(rows)
         return 0
@@ -83,7 +95,65 @@ def run_list(args: argparse.Namespace) -> int:
     for r in rows:
         flags = ", ".join(x for x in ("multilingual" if r["multilingual"] else "", "custom" if r["custom"] else "") if x)
         where = r["path"] or "-"
-        print(f"{r['name']:<{width}}  {r['task']:<18}  {r['dim']:>5}-d  {flags:<20}  {where}")
+        dim = f"{r['dim']:>5}-d" if r["dim"] is not None else f"{'-':>7}"
+        classes = " ".join(f"{t}={c.rsplit(':', 1)[-1]}" for t, c in r["classes"].items()) or "-"
+        print(f"{r['name']:<{width}}  {r['task']:<18}  {dim}  {flags:<20}  {classes:<52}  {where}")
+    return 0
+
+
+def _classes_for(task: str, name: str, caches: list[Path], served: list[tuple[str, str]]) -> dict[str, str]:
+    """type -> the class (module:name) that serves this model of `task` (or why none can)."""
+    from immich_ml_desktop.errors import UserError
+    from immich_ml_desktop.models import registry
+
+    found = {}
+    for t, model_type in served:
+        if t != task:
+            continue
+        try:
+            cls = registry.model_class(task, model_type, name, caches)
+        except UserError as e:  # two plugins claim it: say so on the row, list the rest
+            found[model_type] = f"conflict: {e}"
+            continue
+        if cls is not None:
+            found[model_type] = f"{cls.__module__}:{cls.__qualname__}"
+    return found
+
+
+def _other_rows(caches: list[Path], served: list[tuple[str, str]], listed: set[tuple[str, str]]) -> list[dict]:
+    """Models the catalogue does not list: packs in the caches of the other served tasks (OCR, a plugin's
+    task), and names model classes declare."""
+    from immich_ml_desktop.models import registry
+
+    names: dict[tuple[str, str], str] = {}
+    for task in sorted({t for t, _ in served} - {t.value for t in catalog.REQUIRED_FILES}):
+        for cache in caches:
+            folder = Path(cache) / task
+            if folder.is_dir():
+                for pack in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                    names.setdefault((task, pack.name.casefold()), pack.name)
+    for info in registry.model_classes():
+        for name in info.cls.model_names.names if info.cls.model_names is not None else ():
+            names.setdefault((info.task, name.casefold()), name)
+    rows = []
+    for (task, folded), name in sorted(names.items()):
+        if (task, folded) in listed:
+            continue
+        pack = next((Path(c) / task / name for c in caches if (Path(c) / task / name).is_dir()), None)
+        rows.append({
+            "name": name, "task": task, "dim": None, "family": None, "multilingual": False, "custom": False,
+            "path": str(pack) if pack else None, "installed": pack is not None,
+        })
+    return rows
+
+
+def _print_classes(classes: list, as_json: bool) -> int:
+    if as_json:
+        print_json([c.as_dict() for c in classes])
+        return 0
+    width = max((len(f"{c.task}/{c.type}") for c in classes), default=9)
+    for c in classes:
+        print(f"{c.task + '/' + c.type:<{width}}  {c.name}  serves {c.names}  ({c.source})")
     return 0
 
 
