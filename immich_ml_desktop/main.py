@@ -8,13 +8,30 @@ from __future__ import annotations
 import sys
 
 
+def keep_openvino_telemetry_off() -> None:
+    """`import openvino` imports its converter (openvino.tools.ovc), which starts Intel's telemetry:
+    with no consent file it counts as consent, writes `~/intel/openvino_ga_cid` and `~/intel/stats` into
+    the user's home and tries to send usage events. The converter imports `openvino_telemetry` inside
+    `try/except ImportError` and uses its own no-op stub without it; a None entry in `sys.modules` makes
+    that import fail (Python's documented way to block one), so nothing is written or sent. Runs before
+    anything imports OpenVINO; a no-op once the real package is loaded."""
+    sys.modules.setdefault("openvino_telemetry", None)
+
+
 def _open_window() -> int:
+    from immich_ml_desktop.ui.preflight import window_problem
+
+    problem = window_problem()
+    if problem is not None:  # Qt would abort (exit 134) with a misleading message
+        print(f"error: {problem.message}", file=sys.stderr)
+        return 2
     from immich_ml_desktop.ui.app import run_app
 
     return run_app()
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_openvino_telemetry_off()
     from immich_ml_desktop.cli import main as cli_main
 
     return cli_main(sys.argv[1:] if argv is None else argv, open_window=_open_window)
