@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import sys
 
+# `immich-ml-desktop --tray` (what "start at login" runs) opens the window hidden in the system tray.
+TRAY_FLAG = "--tray"
+
 
 def keep_openvino_telemetry_off() -> None:
     """`import openvino` imports its converter (openvino.tools.ovc), which starts Intel's telemetry:
@@ -18,7 +21,7 @@ def keep_openvino_telemetry_off() -> None:
     sys.modules.setdefault("openvino_telemetry", None)
 
 
-def _open_window() -> int:
+def _open_window(tray: bool = False) -> int:
     from immich_ml_desktop.ui.preflight import window_problem
 
     problem = window_problem()
@@ -27,14 +30,18 @@ def _open_window() -> int:
         return 2
     from immich_ml_desktop.ui.app import run_app
 
-    return run_app()
+    return run_app(start_in_tray=tray)
 
 
 def main(argv: list[str] | None = None) -> int:
     keep_openvino_telemetry_off()
     from immich_ml_desktop.cli import main as cli_main
 
-    return cli_main(sys.argv[1:] if argv is None else argv, open_window=_open_window)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tray = TRAY_FLAG in argv
+    if tray:
+        argv.remove(TRAY_FLAG)
+    return cli_main(argv, open_window=lambda: _open_window(tray))
 
 
 if __name__ == "__main__":

@@ -21,13 +21,15 @@ def finish_background_work():
     QThreadPool.globalInstance().waitForDone(30000)
 
 
-def make_window(qtbot, settings: Settings, state_file: Path, engine=None) -> MainWindow:
-    """A shown MainWindow whose window state lives in `state_file` (never the user's QSettings)."""
+def make_window(qtbot, settings: Settings, state_file: Path, engine=None, tray_available: bool = False) -> MainWindow:
+    """A shown MainWindow whose window state lives in `state_file` (never the user's QSettings).
+    `tray_available`: whether its tray companion acts as if the desktop had a tray (offscreen has none)."""
     make_application()
     settings.save()
     context = AppContext(settings, engine=engine)
-    window = MainWindow(context, qsettings=QSettings(str(state_file), QSettings.Format.IniFormat))
-    qtbot.addWidget(window)
+    window = MainWindow(context, qsettings=QSettings(str(state_file), QSettings.Format.IniFormat),
+                        tray_available=tray_available)
+    qtbot.addWidget(window, before_close_func=lambda w: setattr(w, "_quitting", True))  # teardown quits for real
     window.show()
     return window
 

@@ -24,6 +24,21 @@ def check_connection(url: str, key: str) -> str:
     return "\n".join(lines)
 
 
+NO_KEYRING = ("This computer has no keyring (e.g. GNOME Keyring or KWallet), so the key is kept only until "
+              "the app closes: you will enter it again after a restart.")
+
+
+def keyring_available() -> bool:
+    """Whether `keyring` has a backend that can store secrets (its `fail` backend means none)."""
+    try:
+        import keyring
+        from keyring.backends import fail
+
+        return not isinstance(keyring.get_keyring(), fail.Keyring)
+    except Exception:  # noqa: BLE001 - a broken keyring install counts as none
+        return False
+
+
 class ConnectDialog(QDialog):
     def __init__(self, context, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -40,11 +55,14 @@ class ConnectDialog(QDialog):
         self.url = QLineEdit(context.settings.immich_url)
         self.url.setPlaceholderText("https://photos.example.com")
         self.url.setToolTip("With or without /api")
-        self.key = QLineEdit(context.immich_key or (saved_api_key(context.settings.immich_url) if context.settings.immich_url else "") or "")
+        self.key = QLineEdit(context.immich_key or "")
         self.key.setEchoMode(QLineEdit.EchoMode.Password)
         self.key.setPlaceholderText("API key")
-        form.addRow("&Server", self.url)
+        form.addRow("&Address", self.url)  # not "&Server": Alt+S is Save
         form.addRow("API &key", self.key)
+        self.keyring_note = label(NO_KEYRING, "error")
+        self.keyring_note.hide()
+        form.addRow("", self.keyring_note)
         layout.addLayout(form)
         self.verdict = MessageLine()
         layout.addWidget(self.verdict)
@@ -57,6 +75,20 @@ class ConnectDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         self.last_verdict = ""
+        # The keyring is asked off the GUI thread: its first use loads its backends (seconds on a busy machine).
+        url = context.settings.immich_url
+
+        def ask_keyring() -> tuple[bool, str | None]:
+            return keyring_available(), (saved_api_key(url) if url and not context.immich_key else None)
+
+        run_task(ask_keyring, on_done=self._show_keyring)
+
+    def _show_keyring(self, result) -> None:
+        available, saved = result
+        if not available:
+            self.keyring_note.show()
+        if saved and not self.key.text():
+            self.key.setText(saved)
 
     def test(self) -> None:
         url, key = self.url.text().strip(), self.key.text().strip()
@@ -76,7 +108,7 @@ class ConnectDialog(QDialog):
             self.last_verdict = str(error)
             self.verdict.show_error(error)
 
-        run_task(check_connection, url, key, on_done=done, on_error=failed)
+        run_task(check_connection, url, key, on_done=done, on_error=failed, network=True)
 
     def save(self) -> None:
         from immich_ml_desktop.immich.credentials import save_api_key
@@ -85,8 +117,12 @@ class ConnectDialog(QDialog):
         if not url or not key:
             self.verdict.show_error("Enter both the server address and an API key.")
             return
+        self.context.immich_key = key  # before the settings change: pages re-check the connection then
         self.context.apply_settings(self.context.updated_settings(immich_url=url))
-        if not save_api_key(url, key):
-            self.context.status.emit("No keyring on this computer: the API key is kept until the app closes")
-        self.context.immich_key = key
+        if not save_api_key(url, key) and not self.keyring_note.isVisible():
+            # The keyring refused it: say so here, where the key was typed; Save again closes.
+            self.keyring_note.setText("The keyring did not take the key, so it is kept only until the app closes. "
+                                      "Press Save again to continue.")
+            self.keyring_note.show()
+            return
         self.accept()

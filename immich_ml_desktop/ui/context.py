@@ -37,6 +37,7 @@ class AppContext(QObject):
     library_changed = Signal()  # the store's content changed (indexing, review); views re-read it
     status = Signal(str)  # a short message for the status bar
     warmed_up = Signal()
+    job_finished = Signal(str, str, bool)  # kind (index, push, download, server, immich-jobs), what happened, failed
 
     def __init__(self, settings: Settings, engine: Engine | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -70,8 +71,17 @@ class AppContext(QObject):
                 importlib.import_module(name)
             except ImportError as e:  # an optional runtime part; the job that needs it reports it
                 log.info("Not pre-importing %s: %s", name, e)
+        try:  # the keyring's first use loads its backends (seconds on a busy machine): not in a dialog
+            import keyring
+
+            keyring.get_keyring()
+        except Exception as e:  # noqa: BLE001 - no keyring: the Connect dialog says so
+            log.info("No keyring: %s", e)
         self.is_warm = True
-        self.warmed_up.emit()
+        try:
+            self.warmed_up.emit()
+        except RuntimeError:  # the window closed while this ran
+            pass
 
     @property
     def engine_if_ready(self) -> Engine | None:

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from immich_ml_desktop.ui.photo_grid import PhotoGrid, Tile
 from immich_ml_desktop.ui.thumbnails import ThumbnailLoader
-from immich_ml_desktop.ui.workers import relay, run_task
+from immich_ml_desktop.ui.workers import describe_error, relay, run_task
 from immich_ml_desktop.ui.widgets import Page, empty_state, label
 
 STATE_WORDS = {
@@ -218,6 +218,7 @@ class LibraryPage(Page):
                 self.message.show_error(e)
                 return
         self.progress.setRange(0, 0)  # busy until the scan says how many
+        self.progress.show()
         self.speed_label.setText(STATE_WORDS["scanning"])
         self._set_running(True)
 
@@ -276,9 +277,14 @@ class LibraryPage(Page):
     def running(self) -> bool:
         return not self.index_button.isEnabled()
 
+    @property
+    def paused(self) -> bool:
+        return self.running and self._want_pause
+
     def _on_progress(self, p) -> None:
         if p.state in ("scanning", "loading"):
             self.progress.setRange(0, 0)
+            self.progress.show()
             self.speed_label.setText(STATE_WORDS[p.state])
             return
         self._show_progress(p.done, p.total)
@@ -318,17 +324,24 @@ class LibraryPage(Page):
             self._show_progress(1, 1, "Up to date")
         self.last_summary = summary
         self.context.status.emit(f"Indexing {words.lower()}: {summary.indexed} photos, {summary.faces} faces")
+        self.context.job_finished.emit(
+            "index", f"Indexing {words.lower()}: {summary.indexed} photos indexed, {summary.failed} failed, "
+            f"{summary.faces} faces", False)
 
     def _show_progress(self, done: int, total: int, text: str = "%v / %m") -> None:
+        """The bar shows a run's progress or its outcome; with nothing to show (before the first run,
+        after an error) it is hidden rather than an empty box."""
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
         self.progress.setFormat(text)
+        self.progress.setVisible(bool(total) or bool(text))
 
     def _failed(self, error: BaseException) -> None:
         self._done_running()
         self._show_progress(0, 0, "")
         self.speed_label.setText("Stopped by an error")
         self.message.show_error(error)
+        self.context.job_finished.emit("index", f"Indexing stopped: {describe_error(error)}", True)
 
     def _done_running(self) -> None:
         self.job = None

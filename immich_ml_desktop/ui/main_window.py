@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from PySide6.QtCore import QSettings, QSize, Qt
+from PySide6.QtCore import QSettings, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QStackedWidget, QWidget
 
@@ -44,7 +44,10 @@ def _page_classes() -> list[type]:
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, context: AppContext, *, qsettings: QSettings | None = None) -> None:
+    quit_requested = Signal()  # Quit (menu, Ctrl+Q, the tray): run_app ends the event loop
+
+    def __init__(self, context: AppContext, *, qsettings: QSettings | None = None,
+                 tray_available: bool | None = None) -> None:
         super().__init__()
         self.context = context
         self.qsettings = qsettings or QSettings(APP_NAME, APP_NAME)
@@ -94,8 +97,13 @@ class MainWindow(QMainWindow):
 
         quit_action = QAction("Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
+        quit_action.triggered.connect(self.quit_app)
         self.addAction(quit_action)
+
+        from immich_ml_desktop.ui.tray import Companion
+
+        self._quitting = False
+        self.companion = Companion(self, available=tray_available)
 
         if context.engine_if_ready is not None:
             self._show_engine(context.engine_if_ready)
@@ -146,10 +154,49 @@ class MainWindow(QMainWindow):
             row = 0
         self.sidebar.setCurrentRow(row if 0 <= row < self.sidebar.count() else 0)
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+    # the tray --------------------------------------------------------------------------------------
+    @property
+    def close_to_tray(self) -> bool:
+        """Closing the window keeps the app running in the tray (where the desktop has one)."""
+        return self.companion.available and self.qsettings.value("tray/close_to_tray", True, type=bool)
+
+    def set_close_to_tray(self, on: bool) -> None:
+        self.qsettings.setValue("tray/close_to_tray", bool(on))
+
+    def hide_to_tray(self) -> None:
+        self._save_state()
+        self.hide()
+        if not self.qsettings.value("tray/told", False, type=bool):  # say so the first time
+            self.qsettings.setValue("tray/told", True)
+            self.companion.notify(
+                "Immich ML Desktop is still running",
+                "It keeps serving and indexing in the background. Open the window or quit from the tray icon's menu.",
+                force=True,
+            )
+
+    def show_from_tray(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    def quit_app(self) -> None:
+        """Quit for real: stop the pages' work, close the window, end the event loop."""
+        self._quitting = True
+        self.close()
+        self.quit_requested.emit()
+
+    def _save_state(self) -> None:
         self.qsettings.setValue("window/geometry", self.saveGeometry())
         self.qsettings.setValue("window/page", self.sidebar.currentRow())
         self.qsettings.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        if not self._quitting and self.close_to_tray:
+            event.ignore()
+            self.hide_to_tray()
+            return
+        self._save_state()
+        self.companion.close()
         for page in self.pages.values():
             if hasattr(page, "shutdown"):
                 page.shutdown()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QWidget
 
-from immich_ml_desktop.ui.workers import relay, run_task
+from immich_ml_desktop.ui.workers import describe_error, relay, run_task
 from immich_ml_desktop.ui.widgets import Page, label
 
 
@@ -84,10 +84,13 @@ class PushPage(Page):
         self.undo_button.setEnabled(not busy)
         self.connect_button.setEnabled(not busy)
 
-    def _failed(self, error: BaseException) -> None:
+    def _failed(self, error: BaseException, what: str | None = None) -> None:
         self._set_busy(False)
         self.progress.hide()
+        self.step_label.setText("")  # "Reading Immich's faces…" must not stay after an error
         self.message.show_error(error)
+        if what:
+            self.context.job_finished.emit("push", f"{what} failed: {describe_error(error)}", True)
 
     # plan / apply / undo ------------------------------------------------------------------------------
     def make_plan(self) -> None:
@@ -111,7 +114,7 @@ class PushPage(Page):
             with self.context.immich_client() as client:
                 return build_plan(client, people)
 
-        run_task(plan, on_done=self._show_plan, on_error=self._failed)
+        run_task(plan, on_done=self._show_plan, on_error=self._failed, network=True)
 
     def _show_plan(self, plan) -> None:
         self.plan = plan
@@ -133,7 +136,8 @@ class PushPage(Page):
             with self.context.immich_client() as client:
                 return PushRun(client, plan, progress=relay(self.signals.step)).apply()
 
-        run_task(run, on_done=lambda p: self._done(p, "applied"), on_error=self._failed, long_job=True)
+        run_task(run, on_done=lambda p: self._done(p, "applied"), on_error=lambda e: self._failed(e, "The push"),
+                 long_job=True)
 
     def undo(self) -> None:
         self._set_busy(True)
@@ -152,7 +156,8 @@ class PushPage(Page):
 
         self.progress.setRange(0, 0)
         self.progress.show()
-        run_task(run, on_done=lambda p: self._done(p, "undone"), on_error=self._failed, long_job=True)
+        run_task(run, on_done=lambda p: self._done(p, "undone"), on_error=lambda e: self._failed(e, "Undoing the push"),
+                 long_job=True)
 
     def _on_step(self, done: int, total: int, what: str) -> None:
         self.progress.setRange(0, max(1, total))
@@ -166,3 +171,4 @@ class PushPage(Page):
         done, total = plan.progress()
         self.step_label.setText(f"Push {plan.id} {plan.state}: {done} of {total} steps {verb}. Log: {plan.path}")
         self.context.status.emit(f"Push {verb}")
+        self.context.job_finished.emit("push", f"Push {plan.id} {verb}: {done} of {total} steps", False)

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal
@@ -104,10 +105,16 @@ def run_task(
     on_error: Callable[[BaseException], None] | None = None,
     on_progress: Callable[[Any], None] | None = None,
     long_job: bool = False,
+    network: bool = False,
     **kwargs: Any,
 ) -> Worker:
     """Start `fn` in the background; callbacks run on the GUI thread. `on_progress` turns on progress;
-    `long_job` runs it at low priority on the job pool, so the GUI stays fluid however busy it is."""
+    `long_job` runs it at low priority on the job pool, so the GUI stays fluid however busy it is.
+
+    `network`: `fn` only talks to a server and changes nothing here (a connection test, a status read,
+    a settings call): it runs on a daemon thread that quitting does not wait for. A server that accepts
+    and never answers would otherwise hold the app open until the HTTP timeout (httpx cannot interrupt a
+    blocking read from another thread; closing its client does not wake it)."""
     worker = Worker(fn, *args, progress=on_progress is not None, low_priority=long_job, **kwargs)
     if on_progress is not None:
         worker.signals.progress.connect(on_progress)
@@ -118,8 +125,28 @@ def run_task(
     worker.signals.done.connect(lambda _r: _running.discard(worker))
     worker.signals.failed.connect(lambda _e: _running.discard(worker))
     _running.add(worker)
-    (job_pool() if long_job else QThreadPool.globalInstance()).start(worker)
+    if network:
+        threading.Thread(target=worker.run, name=f"net-{getattr(fn, '__name__', 'task')}", daemon=True).start()
+    else:
+        (job_pool() if long_job else QThreadPool.globalInstance()).start(worker)
     return worker
+
+
+def finish_background_work(msecs: int) -> bool:
+    """At quit: drop the tasks that have not started and wait up to `msecs` in all for the running ones
+    (long jobs have been asked to cancel); True when they all finished. Network tasks (daemon threads)
+    are not waited for. Polls with short sleeps, which release the GIL: a running task that needs it
+    to finish gets it (QThreadPool.waitForDone would hold it while waiting)."""
+    pools = ([_job_pool] if _job_pool is not None else []) + [QThreadPool.globalInstance()]
+    for pool in pools:
+        pool.clear()
+    deadline = time.monotonic() + msecs / 1000
+    while any(pool.activeThreadCount() for pool in pools):
+        if time.monotonic() >= deadline:
+            log.warning("Quitting with background work still running")
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def relay(signal) -> Callable[..., None]:
@@ -135,8 +162,40 @@ def relay(signal) -> Callable[..., None]:
     return emit
 
 
+# The core's messages name what to type on a command line; in the window the same advice names the field
+# or button. Matched on the core's actual wording (tests/test_ui_small_things.py raises the real errors).
+WINDOW_WORDS: list[tuple[str, str]] = [
+    (r"choose another with --port", "choose another Port on the Server page"),
+    (r"Limit it with --allow ADDRESS", "Limit it with Allowed on the Server page"),
+    (r"Add it with `serve --allow ([^`]+)` \(or in Settings\)", r"Add \1 to Allowed on the Server page"),
+    (r"start the server with --forward URL \(or set it on the Server page\)", "set Forward to on the Server page"),
+    (r"[Rr]un `immich-ml-desktop models download [^`]+`", "Press Download missing models on the Settings page"),
+    (r"\b([Oo]r p|P)oint --cache-dir at a folder that has it", r"\1oint Model folder (Settings) at a folder that has it"),
+    (r"[Rr]un `immich-ml-desktop models verify`( and download the model again)?",
+     "Download the model again (Settings: Download missing models)"),
+    (r"\(see `immich-ml-desktop models list`\)", "(the Settings page lists them)"),
+    (r"run `immich-ml-desktop models import FOLDER`", "copy its folder into the Model folder (Settings)"),
+    (r"pass --api-key or set IMMICH_API_KEY", "enter one with Connect… on the Push page"),
+    (r"pass it with --api-key or IMMICH_API_KEY", "enter it with Connect… on the Push page"),
+    (r"pass --server or set IMMICH_URL", "enter it with Connect… on the Push page"),
+    (r"--cache-dir", "Model folder (Settings)"),
+    (r"--device", "Device (Settings)"),
+    (r"--library\b", "Library file (Settings)"),
+]
+
+
+def window_words(text: str) -> str:
+    """`text` with command-line advice turned into the window's words."""
+    import re
+
+    for pattern, replacement in WINDOW_WORDS:
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
 def describe_error(error: BaseException) -> str:
-    """Plain words for the user: a UserError's own message, anything else marked as unexpected."""
+    """Plain words for the user: a UserError's own message (in the window's words), anything else
+    marked as unexpected."""
     if isinstance(error, UserError):
-        return str(error)
+        return window_words(str(error))
     return f"Something went wrong: {type(error).__name__}: {error}"
