@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QItemSelectionModel
+from PySide6.QtCore import QItemSelectionModel, Qt
 
 from _ui_helpers import finish_background_work, make_window, ui_settings, wait_until  # noqa: F401 - fixture
 from conftest import CLIP_PACK, FACE_PACK
@@ -159,3 +159,137 @@ def test_a_grid_of_thousands_of_faces_stays_quick(qtbot, tmp_path: Path, photos_
     assert 0 < requested < 300, f"{requested} tiles asked for pixels; only the visible ones should"
     loader.clear()
     loader.wait()
+
+
+def _painted_tiles(grid):
+    """For each tile as painted on screen: (does its label area hold text pixels, is its face crop
+    drawn whole into the full square picture area). Reads the grid's own pixels: what the user sees."""
+    image = grid.viewport().grab().toImage()
+    background = image.pixelColor(image.width() - 2, image.height() - 2)
+    delegate = grid.tile_delegate
+    line = grid.fontMetrics().height()
+    tiles = []
+    for row in range(grid.grid_model.rowCount()):
+        index = grid.grid_model.index(row)
+        cell = grid.visualRect(index)
+        text_rect = delegate.text_rects(cell, line)[0]
+        inked = sum(
+            1 for x in range(text_rect.left(), text_rect.right()) for y in range(text_rect.top(), text_rect.bottom())
+            if _far(image.pixelColor(x, y), background)
+        )
+        pix = grid.grid_model.data(index, Qt.ItemDataRole.DecorationRole)
+        box = delegate.picture_rect(cell)
+        whole = False
+        if pix.width() == pix.height() == box.width():  # a square crop of the full size (not the placeholder)
+            expected = pix.toImage()
+            samples = [(x, y) for x in range(4, box.width() - 4, 9) for y in range(4, box.height() - 4, 9)]
+            diff = sum(0 if not _far(image.pixelColor(box.x() + x, box.y() + y), expected.pixelColor(x, y)) else 1
+                       for x, y in samples)
+            whole = diff <= len(samples) // 20  # drawn 1:1 over the whole square, not shrunk or squashed
+        tiles.append((inked > 20, whole))
+    return tiles
+
+
+def _far(a, b) -> bool:
+    return abs(a.red() - b.red()) + abs(a.green() - b.green()) + abs(a.blue() - b.blue()) > 60
+
+
+def test_opening_a_group_and_going_back_keeps_every_tile_intact(qtbot, tmp_path: Path, models_dir: Path, library) -> None:
+    """Every tile keeps its label and a square, full-size face crop after a group was opened and left
+    (the reported bug: all tiles but the last lost their labels and had squashed crops)."""
+    path, folder, groups = library
+    window = make_window(qtbot, ui_settings(tmp_path, models_dir, library_path=str(path), library_folders=[str(folder)]),
+                         tmp_path / "w.ini")
+    window.resize(1100, 760)
+    window.show_page("People")
+    page = window.page("People")
+    wait_until(qtbot, lambda: len(_groups(page)) == 3)
+    wait_until(qtbot, lambda: all(whole for _label, whole in _painted_tiles(page.group_grid)))  # crops decoded
+    before = _painted_tiles(page.group_grid)
+    assert before == [(True, True)] * 3
+
+    for row in (0, 2):  # by keyboard (Enter on a tile) and back with Esc, then by the button
+        page.group_grid.setCurrentIndex(page.group_grid.grid_model.index(row))
+        page.group_grid.activated.emit(page.group_grid.grid_model.index(row))
+        wait_until(qtbot, lambda: page.stack.currentWidget() is page.detail_view and page.face_grid.grid_model.rowCount())
+        page._show_face_photo(page.face_grid.grid_model.index(0))
+        wait_until(qtbot, lambda: page.photo.pixmap() is not None and not page.photo.pixmap().isNull())
+        page.back_button.click()
+        wait_until(qtbot, lambda: page.stack.currentWidget() is page.groups_view)
+        qtbot.wait(50)
+        assert _painted_tiles(page.group_grid) == before
+    titles = [t.title for t in page.group_grid.grid_model.tiles]
+    assert titles == [f"Unnamed #{g}\n2 faces" for g in sorted(_groups(page), key=lambda g: (-_groups(page)[g][1], g))]
+
+
+def test_suggestions_show_both_faces_and_select_both_groups(qtbot, tmp_path: Path, models_dir: Path, library, monkeypatch) -> None:
+    from immich_ml_desktop.library import people as people_module
+
+    monkeypatch.setattr(people_module, "SUGGEST_SIMILARITY", -1.0)  # every pair is suggested: deterministic
+    path, folder, (ga, gb, gc) = library
+    window = make_window(qtbot, ui_settings(tmp_path, models_dir, library_path=str(path), library_folders=[str(folder)]),
+                         tmp_path / "w.ini")
+    window.show_page("People")
+    page = window.page("People")
+    wait_until(qtbot, lambda: len(_groups(page)) == 3 and page.suggestions)
+    suggestions = page.suggestion_list
+    first = suggestions.item(0)
+    s = first.data(Qt.ItemDataRole.UserRole)
+    # Same words as the tiles: "Unnamed #<id>", both faces side by side in the icon.
+    assert first.text().startswith(f"Unnamed #{s.group_a}  ↔  Unnamed #{s.group_b}\n2 faces · 2 faces · ")
+    assert {f"Unnamed #{s.group_a}\n2 faces", f"Unnamed #{s.group_b}\n2 faces"} <= {t.title for t in page.group_grid.grid_model.tiles}
+    wait_until(qtbot, lambda: page.loader.pixmap(f"f{page.groups[0].cover_face_id}", None) is not None)
+    qtbot.wait(50)
+    icon = first.icon().pixmap(suggestions.iconSize()).toImage()
+    half = icon.width() // 2
+    left = icon.pixelColor(half // 2, icon.height() // 2)
+    right = icon.pixelColor(half + half // 2, icon.height() // 2)
+    grey = (0xD9, 0xDD, 0xE3)  # the placeholder: a face not shown
+    assert (left.red(), left.green(), left.blue()) != grey and (right.red(), right.green(), right.blue()) != grey
+
+    suggestions.setCurrentItem(first)  # choosing a suggestion selects both of its groups on the left
+    assert {g.id for g in page.selected_groups()} == {s.group_a, s.group_b}
+
+    page.dismiss_button.click()
+    wait_until(qtbot, lambda: all({x.group_a, x.group_b} != {s.group_a, s.group_b} for x in page.suggestions))
+    assert len(_groups(page)) == 3
+    nxt = suggestions.item(0).data(Qt.ItemDataRole.UserRole)
+    suggestions.setCurrentItem(suggestions.item(0))
+    suggestions.itemActivated.emit(suggestions.item(0))  # Enter accepts: the two groups merge
+    wait_until(qtbot, lambda: len(_groups(page)) == 2)
+    assert max(count for _n, count in _groups(page).values()) == 4
+    assert nxt.group_a in _groups(page) or nxt.group_b in _groups(page)
+
+
+def test_confirm_group_keeps_it_through_a_regroup(qtbot, tmp_path: Path, models_dir: Path, library) -> None:
+    """A group the clustering made, confirmed from its page (key C), keeps its faces when the faces are
+    grouped again so strictly that every unconfirmed group dissolves."""
+    from immich_ml_desktop.library.clustering import GroupingParams
+    from immich_ml_desktop.library.people import People
+    from immich_ml_desktop.library.store import LibraryStore
+
+    path, folder, _groups_made = library
+    with LibraryStore(path) as store:  # start from the clustering's own groups: none confirmed
+        store.connection().execute("UPDATE face_groups SET confirmed = 0")
+        store.connection().commit()
+    window = make_window(qtbot, ui_settings(tmp_path, models_dir, library_path=str(path), library_folders=[str(folder)]),
+                         tmp_path / "w.ini")
+    window.show_page("People")
+    page = window.page("People")
+    wait_until(qtbot, lambda: len(_groups(page)) == 3)
+    keep, other = page.groups[0], page.groups[1]
+    assert not keep.confirmed and not other.confirmed
+    page.open_group(keep.id)
+    wait_until(qtbot, lambda: page.stack.currentWidget() is page.detail_view and page.confirm_button.isEnabled())
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5000)
+    page.face_grid.setFocus()
+    qtbot.keyClick(page.face_grid, Qt.Key.Key_C)
+    wait_until(qtbot, lambda: not page.confirm_button.isEnabled() and page.confirm_button.text() == "Confirmed")
+    assert "Confirm group" in page.undo_button.toolTip()
+
+    people = People(page.context.library(), FACE_PACK)
+    faces = {f.face_id for f in people.group(keep.id).faces}
+    people.recluster(params=GroupingParams(link_distance=0.0, join_distance=0.0))  # nothing links any more
+    assert {f.face_id for f in people.group(keep.id).faces} == faces  # kept, with the same faces
+    assert other.id not in {g.id for g in people.groups()}  # an unconfirmed one did not survive

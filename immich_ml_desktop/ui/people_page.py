@@ -3,8 +3,8 @@ suggestions, undo/redo (kept in the library, so they survive a restart), all wit
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QKeySequence, QPainter, QPen, QPixmap, QShortcut
+from PySide6.QtCore import QItemSelection, QItemSelectionModel, QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QIcon, QKeySequence, QPainter, QPen, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -27,8 +27,70 @@ from immich_ml_desktop.ui.widgets import Page, empty_state, label
 FILTERS = [("All people", "all"), ("Unnamed", "unnamed"), ("Named", "named"), ("Hidden", "hidden")]
 
 
+def group_label(group) -> str:
+    """A group's name, or `Unnamed #<id>`: the same words on its tile, in suggestions and menus."""
+    return group.name or f"Unnamed #{group.id}"
+
+
 def group_title(group) -> str:
-    return f"{group.name or 'Unnamed'} · {group.face_count}"
+    return f"{group_label(group)} · {group.face_count}"
+
+
+SUGGESTION_FACE = 56  # px of each face in a suggestion
+
+
+class SuggestionList(QListWidget):
+    """Suggested merges as the two groups' faces side by side with their names and how alike they are."""
+
+    def __init__(self, loader: ThumbnailLoader, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.loader = loader
+        self.setIconSize(QSize(2 * SUGGESTION_FACE + 8, SUGGESTION_FACE))
+        self.setSpacing(2)
+        self.covers: dict[int, tuple[str, str | None, object, object]] = {}  # group -> (key, path, box, space)
+        loader.ready.connect(self._cover_ready)
+
+    def show_suggestions(self, suggestions, groups: dict, covers: dict) -> None:
+        self.clear()
+        self.covers = covers
+        for s in suggestions:
+            a, b = groups.get(s.group_a), groups.get(s.group_b)
+            names = [group_label(g) if g else f"#{gid}" for g, gid in ((a, s.group_a), (b, s.group_b))]
+            counts = [f"{g.face_count} faces" if g else "" for g in (a, b)]
+            item = QListWidgetItem(f"{names[0]}  ↔  {names[1]}\n{counts[0]} · {counts[1]} · {s.similarity:.2f} alike")
+            item.setData(Qt.ItemDataRole.UserRole, s)
+            item.setToolTip(f"{names[0]} and {names[1]} look like one person (similarity {s.similarity:.2f}). "
+                            "Enter or Accept merges them; Dismiss keeps them apart.")
+            self.addItem(item)
+            self._paint(item)
+        if self.count() == 0:
+            self.addItem("No suggestions.")
+            self.item(0).setFlags(Qt.ItemFlag.NoItemFlags)
+
+    def _paint(self, item: QListWidgetItem) -> None:
+        s = item.data(Qt.ItemDataRole.UserRole)
+        pix = QPixmap(self.iconSize())
+        pix.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pix)
+        for i, gid in enumerate((s.group_a, s.group_b)):
+            cover = self.covers.get(gid)
+            face = self.loader.pixmap(*cover) if cover else None
+            target = QRectF(i * (SUGGESTION_FACE + 8), 0, SUGGESTION_FACE, SUGGESTION_FACE)
+            if face is not None and not face.isNull():
+                painter.drawPixmap(target.toRect(), face)
+            else:
+                painter.fillRect(target, QColor("#d9dde3"))
+        painter.end()
+        item.setIcon(QIcon(pix))
+
+    def _cover_ready(self, key: str) -> None:
+        groups = {gid for gid, cover in self.covers.items() if cover[0] == key}
+        if not groups:
+            return
+        for row in range(self.count()):
+            s = self.item(row).data(Qt.ItemDataRole.UserRole)
+            if s is not None and {s.group_a, s.group_b} & groups:
+                self._paint(self.item(row))
 
 
 class PhotoWithBox(QLabel):
@@ -124,9 +186,12 @@ class PeoplePage(Page):
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addWidget(label("Suggestions: these look like the same person", "hint"))
-        self.suggestion_list = QListWidget()
-        self.suggestion_list.setToolTip("Accept merges the two groups; Dismiss remembers they are different people")
+        right_layout.addWidget(label("Suggestions: these look like the same person. Selecting one selects both "
+                                     "groups on the left.", "hint"))
+        self.suggestion_list = SuggestionList(self.loader)
+        self.suggestion_list.setToolTip("Accept (Enter) merges the two groups; Dismiss remembers they are different people")
+        self.suggestion_list.currentItemChanged.connect(lambda item, _old: self._select_suggested(item))
+        self.suggestion_list.itemActivated.connect(lambda _item: self.accept_suggestion())
         right_layout.addWidget(self.suggestion_list, 1)
         s_buttons = QHBoxLayout()
         self.accept_button = QPushButton("&Accept")
@@ -155,8 +220,13 @@ class PeoplePage(Page):
         self.hide_button = QPushButton("Hide")
         self.hide_button.setToolTip("Hide or show this group (H)")
         self.hide_button.clicked.connect(self.toggle_hidden_current)
+        self.confirm_button = QPushButton("&Confirm group")
+        self.confirm_button.setToolTip("These faces are one person: keep the group exactly as it is through every "
+                                       "later Group faces (C)")
+        self.confirm_button.clicked.connect(self.confirm_current)
         head.addWidget(self.back_button)
         head.addWidget(self.name_edit, 1)
+        head.addWidget(self.confirm_button)
         head.addWidget(self.hide_button)
         d.addLayout(head)
         split = QSplitter()
@@ -201,6 +271,7 @@ class PeoplePage(Page):
             ("H", self._hide_shortcut),
             ("Delete", self.reject_selected),
             ("N", self._new_group_shortcut),
+            ("C", self._confirm_shortcut),
             ("Escape", self.show_groups),
         ):
             shortcut = QShortcut(QKeySequence(keys), self)
@@ -230,11 +301,14 @@ class PeoplePage(Page):
             groups = people.groups(which)
             detail = people.group(group_id) if group_id is not None else None
             suggestions = people.suggestions() if which != "hidden" else []
-            cover_ids = [g.cover_face_id for g in groups if g.cover_face_id]
+            visible = {g.id: g for g in (groups if which == "all" else people.groups("all"))}
+            visible.update((g.id, g) for g in groups)
+            cover_ids = [g.cover_face_id for g in visible.values() if g.cover_face_id]
             faces = people.store.faces(model=people.model, ids=cover_ids) if cover_ids else []
             covers = {f.id: f for f in faces}
             assets = {f.asset_id for f in faces} | ({f.asset_id for f in detail.faces} if detail else set())
-            return groups, detail, suggestions, covers, self._asset_info(people.store, assets), people.can_undo(), people.can_redo()
+            return (groups, visible, detail, suggestions, covers, self._asset_info(people.store, assets),
+                    people.can_undo(), people.can_redo())
 
         run_task(read, on_done=self._show, on_error=self._failed)
 
@@ -254,29 +328,28 @@ class PeoplePage(Page):
         if self.current_group is not None and "no longer exists" in str(error):
             self.show_groups()
 
+    def _cover(self, group, covers, info):
+        """(cache key, path, box, space) of a group's cover face."""
+        face = covers.get(group.cover_face_id)
+        path, space = info.get(face.asset_id, (None, None)) if face else (None, None)
+        return f"f{group.cover_face_id}", path, face.box if face else None, space
+
     def _show(self, result) -> None:
-        groups, detail, suggestions, covers, info, undo, redo = result
+        groups, visible, detail, suggestions, covers, info, undo, redo = result
         self.busy = False
         self.groups, self.suggestions = groups, suggestions
         tiles = []
         for g in groups:
-            face = covers.get(g.cover_face_id)
-            path, space = info.get(face.asset_id, (None, None)) if face else (None, None)
+            key, path, box, space = self._cover(g, covers, info)
+            state = " (hidden)" if g.hidden else (" (confirmed)" if g.confirmed else "")
             tiles.append(Tile(
-                key=f"f{g.cover_face_id}", path=path, title=group_title(g), crop=face.box if face else None,
+                key=key, path=path, title=f"{group_label(g)}\n{g.face_count} faces", crop=box,
                 space=space, payload=g, dimmed=g.hidden,
-                tooltip=f"{g.name or 'Unnamed'}: {g.face_count} faces{' (hidden)' if g.hidden else ''}",
+                tooltip=f"{group_label(g)}: {g.face_count} faces{state}",
             ))
         self.group_grid.grid_model.set_tiles(tiles)
-        self.suggestion_list.clear()
-        names = {g.id: g.name or f"Unnamed #{g.id}" for g in groups}
-        for s in suggestions:
-            item = QListWidgetItem(f"{names.get(s.group_a, s.group_a)}  ↔  {names.get(s.group_b, s.group_b)}   ({s.similarity:.2f})")
-            item.setData(Qt.ItemDataRole.UserRole, s)
-            self.suggestion_list.addItem(item)
-        if self.suggestion_list.count() == 0:
-            self.suggestion_list.addItem("No suggestions.")
-            self.suggestion_list.item(0).setFlags(Qt.ItemFlag.NoItemFlags)
+        self.suggestion_list.show_suggestions(
+            suggestions, visible, {g.id: self._cover(g, covers, info) for g in visible.values()})
         self.move_target.clear()
         for g in groups:
             if detail is None or g.id != detail.group.id:
@@ -293,7 +366,11 @@ class PeoplePage(Page):
         g = detail.group
         if not self.name_edit.hasFocus():
             self.name_edit.setText(g.name or "")
+        self.name_edit.setPlaceholderText(f"{group_label(g)}: name this person and press Enter (F2)")
         self.hide_button.setText("Show" if g.hidden else "Hide")
+        self.confirm_button.setEnabled(not g.confirmed)
+        self.confirm_button.setText("Confirmed" if g.confirmed else "&Confirm group")
+        self.confirmed = g.confirmed
         tiles = []
         for f in detail.faces:
             path, space = info.get(f.asset_id, (None, None))
@@ -403,6 +480,33 @@ class PeoplePage(Page):
             self.message.show_error("There is no other group to move them to; use New group.")
             return
         self._act(lambda p: p.move_faces(faces, target), f"Moved {len(faces)} face(s)")
+
+    def confirm_current(self) -> None:
+        if self.current_group is None:
+            return
+        group_id = self.current_group
+        self._act(lambda p: p.confirm(group_id), "Group confirmed: Group faces keeps it as it is")
+
+    def _confirm_shortcut(self) -> None:
+        if self.current_group is not None and self.confirm_button.isEnabled():
+            self.confirm_current()
+
+    def _select_suggested(self, item) -> None:
+        """Select both groups of the chosen suggestion in the grid, and show the first of them."""
+        s = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        if s is None:
+            return
+        grid = self.group_grid
+        selection = QItemSelection()
+        first = None
+        for row, tile in enumerate(grid.grid_model.tiles):
+            if tile.payload.id in (s.group_a, s.group_b):
+                index = grid.grid_model.index(row)
+                selection.select(index, index)
+                first = first or index
+        grid.selectionModel().select(selection, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        if first is not None:
+            grid.scrollTo(first)
 
     def _new_group_shortcut(self) -> None:
         if self.current_group is not None:

@@ -1,6 +1,11 @@
 """A grid of photos or face crops (QListView + list model) that stays smooth with thousands of tiles.
 
 The model holds only light records; pixels come from a `ThumbnailLoader` when a tile becomes visible.
+Tiles are painted by `TileDelegate` into fixed cells: the picture scaled into a square (aspect kept)
+and up to `text_lines` lines of text, each elided on its own. Qt's own icon-mode painting sized the
+cells from one item's decoration and wrapped text (with uniform item sizes, whichever item it measured
+first), so after the People page swapped its tiles the other tiles could lose their labels and have
+their crops squashed.
 """
 
 from __future__ import annotations
@@ -8,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QSize, Qt
-from PySide6.QtGui import QColor, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QListView, QWidget
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QRect, QSize, Qt
+from PySide6.QtGui import QColor, QPalette, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionFocusRect, QWidget
 
 from immich_ml_desktop.ui.thumbnails import ThumbnailLoader
 
@@ -85,6 +90,64 @@ class PhotoGridModel(QAbstractListModel):
             self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
 
 
+class TileDelegate(QStyledItemDelegate):
+    """Paints a tile into its fixed cell: picture on top (scaled to fit a square, centred), text below."""
+
+    MARGIN = 4
+
+    def __init__(self, icon: int, cell: QSize, text_lines: int, parent=None) -> None:
+        super().__init__(parent)
+        self.icon, self.cell, self.text_lines = icon, cell, text_lines
+
+    def sizeHint(self, option, index) -> QSize:  # noqa: N802 - Qt API
+        return self.cell
+
+    def picture_rect(self, cell: QRect) -> QRect:
+        return QRect(cell.x() + (cell.width() - self.icon) // 2, cell.y() + self.MARGIN, self.icon, self.icon)
+
+    def text_rects(self, cell: QRect, line_height: int) -> list[QRect]:
+        top = cell.y() + self.MARGIN + self.icon + 2
+        return [QRect(cell.x() + 3, top + i * line_height, cell.width() - 6, line_height) for i in range(self.text_lines)]
+
+    def paint(self, painter, option, index) -> None:
+        painter.save()
+        cell = option.rect
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        palette = option.palette
+        if selected:
+            painter.fillRect(cell.adjusted(1, 1, -1, -1), palette.color(QPalette.ColorRole.Highlight))
+        pix = index.data(Qt.ItemDataRole.DecorationRole)
+        dimmed = index.data(Qt.ItemDataRole.ForegroundRole) is not None
+        if isinstance(pix, QPixmap) and not pix.isNull():
+            box = self.picture_rect(cell)
+            size = pix.size().scaled(box.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            target = QRect(box.x() + (box.width() - size.width()) // 2, box.y() + (box.height() - size.height()) // 2,
+                           size.width(), size.height())
+            if dimmed:
+                painter.setOpacity(0.45)
+            painter.setRenderHint(painter.RenderHint.SmoothPixmapTransform)
+            painter.drawPixmap(target, pix)
+            painter.setOpacity(1.0)
+        text = index.data(Qt.ItemDataRole.DisplayRole) or ""
+        if text:
+            colour = palette.color(QPalette.ColorRole.HighlightedText) if selected else (
+                QColor("#8a8f98") if dimmed else palette.color(QPalette.ColorRole.Text))
+            painter.setPen(colour)
+            metrics = option.fontMetrics
+            for rect, line in zip(self.text_rects(cell, metrics.height()), text.split("\n")):
+                elided = metrics.elidedText(line, Qt.TextElideMode.ElideMiddle, rect.width())
+                painter.drawText(rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, elided)
+        if option.state & QStyle.StateFlag.State_HasFocus:
+            focus = QStyleOptionFocusRect()
+            focus.rect = cell.adjusted(1, 1, -1, -1)
+            focus.palette = palette
+            focus.state = option.state
+            style = option.widget.style() if option.widget is not None else None
+            if style is not None:
+                style.drawPrimitive(QStyle.PrimitiveElement.PE_FrameFocusRect, focus, painter, option.widget)
+        painter.restore()
+
+
 class PhotoGrid(QListView):
     """Icon-mode list view with uniform tiles and batched layout (cheap for 10k+ rows)."""
 
@@ -100,10 +163,11 @@ class PhotoGrid(QListView):
         self.setBatchSize(200)
         self.setIconSize(QSize(loader.size, loader.size))
         line = self.fontMetrics().height()
-        self.setGridSize(QSize(loader.size + 16, loader.size + 12 + text_lines * line))
+        cell = QSize(loader.size + 16, loader.size + 2 * TileDelegate.MARGIN + 2 + text_lines * line)
+        self.tile_delegate = TileDelegate(loader.size, cell, text_lines, self)
+        self.setItemDelegate(self.tile_delegate)
+        self.setGridSize(cell)
         self.setSpacing(4)
-        self.setWordWrap(True)
-        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
 

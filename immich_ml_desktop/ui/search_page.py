@@ -44,7 +44,7 @@ class SearchPage(Page):
         self.body.addLayout(row)
         self.stack = QStackedWidget()
         self.empty = empty_state("Type a phrase above and press Enter.\n\nIndex some photos on the Library page first.")
-        self.grid = PhotoGrid(self.loader)
+        self.grid = PhotoGrid(self.loader, text_lines=2)  # the file name, then the score: neither hides the other
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.grid)
         self.body.addWidget(self.stack, 1)
@@ -82,7 +82,7 @@ class SearchPage(Page):
         self.last_hits = hits
         tiles = [
             Tile(key=f"a{h.asset.id}", path=str(h.asset.path) if h.asset.path else None,
-                 title=f"{h.score:.3f}  {os.path.basename(h.asset.key)}", tooltip=f"{h.asset.key}\nscore {h.score:.4f}",
+                 title=f"{os.path.basename(h.asset.key)}\nscore {h.score:.3f}", tooltip=f"{h.asset.key}\nscore {h.score:.4f}",
                  payload=h.asset)
             for h in hits
         ]
