@@ -34,3 +34,34 @@ def default_model_cache_dir() -> Path:
 
 def default_library_path() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "library.sqlite3"
+
+
+
+def clear_derived_caches(keep: list[Path | str] = ()) -> tuple[int, list[str]]:
+    """Empty the app's cache folder (`app_cache_dir()`: OpenVINO's compiled models and the precision
+    verdicts beside them, batch-axis copies of models, anything else the app derived): all of it is
+    rebuilt when next needed, so only time is lost. Model caches, the library and the settings are kept,
+    also when they live inside the cache folder (the default model cache does: `<cache>/models`), as is
+    everything in `keep`. Files are deleted and folders left in place, so a running engine that writes
+    into them next finds them. Returns (bytes freed, what could not be removed: files in use on Windows)."""
+    base = app_cache_dir()
+    if not base.is_dir():
+        return 0, []
+    protected = [Path(p).resolve() for p in (*keep, default_model_cache_dir(), default_library_path(), config_dir())]
+    freed, kept = 0, []
+    for root, dirs, files in os.walk(base):
+        folder = Path(root).resolve()
+        dirs[:] = [d for d in dirs if (folder / d).resolve() not in protected]  # never walk into a kept folder
+        for name in files:
+            path = folder / name
+            if path.resolve() in protected:
+                continue
+            try:
+                size = path.lstat().st_size
+                path.unlink()
+                freed += size
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                kept.append(f"{path}: {e.strerror or e}")
+    return freed, kept
