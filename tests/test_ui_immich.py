@@ -93,6 +93,7 @@ def test_server_page_registers_and_starts_jobs(qtbot, tmp_path: Path, models_dir
     window.context.immich_key = immich.admin_key
     window.show_page("Server")
     page = window.page("Server")
+    wait_until(qtbot, page.register_button.isEnabled, timeout=15)  # enabled once the connection is known
     page.register_button.click()
     wait_until(qtbot, lambda: page.immich_label.text().startswith("Registered"), timeout=15)
     urls = immich.config["machineLearning"]["urls"]

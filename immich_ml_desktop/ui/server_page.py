@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
@@ -21,11 +23,61 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from immich_ml_desktop.ui.workers import run_task
+from immich_ml_desktop.ui.workers import describe_error, run_task
 from immich_ml_desktop.ui.widgets import Page, label
 
 JOBS = ("smartSearch", "faceDetection")  # Immich's jobs that call the ML service first
 ROUTE_WORDS = {"local": "on this machine", "forward": "handed on to the forward URL", "unavailable": "not served"}
+DEFAULT_OCR_MODEL = "PP-OCRv5_mobile"  # what Immich asks for unless its admin chose another
+NOT_CONNECTED = "Connect to Immich on the Push page (Connect…) to register this server and start jobs."
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    task: str
+    model_type: str
+    model: str  # the model this task uses (the app's settings; Immich's default for OCR)
+    route: str  # local | forward | unavailable
+    present: bool  # its files are on disk (or ship with the app)
+    source: str  # where its files come from
+
+
+def model_source(model) -> str:
+    """Where a model's files come from: the host of its own files (OCR: RapidOCR's), Immich's packs on
+    Hugging Face (or the mirror in HF_ENDPOINT), or nowhere known."""
+    from urllib.parse import urlparse
+
+    from immich_ml_desktop.model_store import catalog
+    from immich_ml_desktop.model_store.store import ModelStore
+
+    sources = model.file_sources()
+    if sources:
+        return urlparse(sources[0].url).netloc
+    if sources is None and catalog.lookup(model.model_name) is not None:
+        return f"{urlparse(ModelStore('.').endpoint).netloc}/immich-app/{model.model_name}"
+    return "nowhere known: copy it into the model folder"
+
+
+def task_rows(engine, settings, forward_url: str) -> list[TaskRow]:
+    """Every task Immich may send, the model it uses here and whether that model is on disk."""
+    from immich_ml_desktop.models.registry import served_tasks
+    from immich_ml_desktop.server.ml_server import IMMICH_TASKS
+
+    local = set(served_tasks())
+    names = {"clip": settings.clip_model, "facial-recognition": settings.face_model, "ocr": DEFAULT_OCR_MODEL}
+    rows = []
+    for task, model_type in IMMICH_TASKS:
+        route = "local" if (task, model_type) in local else ("forward" if forward_url else "unavailable")
+        name = names.get(task, "")
+        present, source = False, ""
+        if route == "local" and name:
+            try:
+                model = engine.get_model(task, model_type, name, load=False)
+                present, source = model.cached, model_source(model)
+            except Exception as e:  # noqa: BLE001 - an unknown name: say so in the row
+                source = describe_error(e)
+        rows.append(TaskRow(task, model_type, name, route, present, source))
+    return rows
 
 
 class ServerPage(Page):
@@ -111,20 +163,42 @@ class ServerPage(Page):
         self.jobs_button = QPushButton("Start &jobs")
         self.jobs_button.setToolTip("Start Immich's Smart Search and Face Detection jobs for assets that miss them")
         self.jobs_button.clicked.connect(lambda: self.immich_action("jobs"))
-        self.immich_label = label("Connect to Immich on the Push page to register this server and start jobs.", "hint")
+        self.immich_label = label(NOT_CONNECTED, "hint")
         for b in (self.register_button, self.unregister_button, self.jobs_button):
             immich_row.addWidget(b)
+            b.setEnabled(False)  # until a connection is known
         immich_row.addWidget(self.immich_label, 1)
         self.body.addWidget(immich_box)
 
         tables = QHBoxLayout()
         self.models_table = self._table(["Model loaded", "Task", "Device", "Precision", "Idle"])
-        self.routes_table = self._table(["Task", "Type", "Served"])
-        for title, table in (("Models loaded", self.models_table), ("Tasks", self.routes_table)):
-            group = QGroupBox(title)
-            QVBoxLayout(group).addWidget(table)
-            tables.addWidget(group)
+        header = self.models_table.horizontalHeader()
+        header.setStretchLastSection(False)  # Device, Precision and Idle keep their width; name and task give way
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.models_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.routes_table = self._table(["Task", "Model", "Here", "Its files come from"])
+        models_group = QGroupBox("Models loaded")
+        QVBoxLayout(models_group).addWidget(self.models_table)
+        tasks_group = QGroupBox("Tasks Immich sends")
+        tasks_layout = QVBoxLayout(tasks_group)
+        self.routes_table.setToolTip("Enter or double-click a missing model to download it")
+        self.routes_table.itemActivated.connect(lambda item: self.download_missing(only={self.task_rows[item.row()].model}))
+        tasks_layout.addWidget(self.routes_table)
+        fetch_row = QHBoxLayout()
+        self.missing_label = label("", "hint")
+        self.fetch_button = QPushButton("&Download missing models")
+        self.fetch_button.setToolTip("Fetch the models marked missing from where their files come from")
+        self.fetch_button.clicked.connect(lambda: self.download_missing())
+        self.fetch_button.hide()
+        fetch_row.addWidget(self.missing_label, 1)
+        fetch_row.addWidget(self.fetch_button)
+        tasks_layout.addLayout(fetch_row)
+        tables.addWidget(models_group, 1)
+        tables.addWidget(tasks_group, 1)
         self.body.addLayout(tables, 1)
+        self.task_rows: list[TaskRow] = []
+        context.settings_changed.connect(lambda _s: (self.refresh_tasks(), self.refresh_connection()))
 
         from immich_ml_desktop.services.immich_ml import QueueWatch
 
@@ -135,6 +209,7 @@ class ServerPage(Page):
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
         self.timer.timeout.connect(self.refresh)
+        self.refresh_connection()
 
     @staticmethod
     def _table(headers: list[str]) -> QTableWidget:
@@ -198,14 +273,17 @@ class ServerPage(Page):
         self.copy_button.setEnabled(True)
         self._set_fields_enabled(False)
         self.context.status.emit(f"ML server running at {server.url}")
+        self.context.job_finished.emit("server", f"ML server running at {server.url}", False)
         self.timer.start()
         self.refresh()
+        self.refresh_tasks()
 
     def _failed(self, error: BaseException) -> None:
         self.start_button.setEnabled(True)
         self.start_button.setText("&Start server")
         self.url_label.setText("Not running.")
         self.message.show_error(error)
+        self.context.job_finished.emit("server", f"The ML server could not start: {describe_error(error)}", True)
 
     def stop(self) -> None:
         server, self.server = self.server, None
@@ -241,16 +319,106 @@ class ServerPage(Page):
         self.stat_labels["forwarded"].setText(f"{stats.forwarded:,}")
         self.stat_labels["per_task"].setText(", ".join(f"{k} {v}" for k, v in sorted(stats.per_task.items())) or "–")
         models = self.server.engine.loaded_models()
+        if len(models) != self.models_table.rowCount():
+            self.refresh_tasks()  # a model loaded: the first request may have downloaded it
         self.models_table.setRowCount(len(models))
         for r, m in enumerate(models):
             row = (m["name"], f"{m['task']} / {m['type']}", m["device"] or "", m["precision"] or "", f"{m['idle_seconds']:.0f} s")
             for c, value in enumerate(row):
-                self.models_table.setItem(r, c, QTableWidgetItem(str(value)))
-        routes = self.server.served_tasks()
-        self.routes_table.setRowCount(len(routes))
-        for r, route in enumerate(routes):
-            for c, value in enumerate((route["task"], route["type"], ROUTE_WORDS.get(route["route"], route["route"]))):
-                self.routes_table.setItem(r, c, QTableWidgetItem(value))
+                item = QTableWidgetItem(str(value))
+                item.setToolTip(str(value))
+                self.models_table.setItem(r, c, item)
+
+    # the tasks and their models -------------------------------------------------------------------------
+    def page_shown(self) -> None:
+        self.refresh_tasks()
+        self.refresh_connection()
+
+    def refresh_tasks(self) -> None:
+        settings = self.context.settings
+        forward = self.server.forward_url if self.server is not None else settings.forward_url
+        run_task(lambda: task_rows(self.context.engine(), settings, forward), on_done=self._show_tasks,
+                 on_error=lambda e: self.missing_label.setText(describe_error(e)))
+
+    def _show_tasks(self, rows: list[TaskRow]) -> None:
+        self.task_rows = rows
+        self.routes_table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            if row.route != "local":
+                here = ROUTE_WORDS[row.route]
+            elif row.present:
+                here = "on this machine"
+            else:
+                here = "missing: requests fail until it is downloaded"
+                if self.context.settings.allow_downloads:
+                    here = "missing: downloaded on the first request"
+            values = (f"{row.task} / {row.model_type}", row.model, here, row.source if row.route == "local" else "")
+            for c, value in enumerate(values):
+                item = QTableWidgetItem(value)
+                item.setToolTip(value)
+                if c == 2 and row.route == "local" and not row.present:
+                    item.setForeground(Qt.GlobalColor.darkRed)
+                self.routes_table.setItem(r, c, item)
+        missing = self.missing_models()
+        if missing:
+            self.missing_label.setText(
+                "Missing: " + "; ".join(f"{name} (from {source})" for name, source in missing.items()))
+        else:
+            self.missing_label.setText("")
+        self.fetch_button.setVisible(bool(missing))
+
+    def missing_models(self) -> dict[str, str]:
+        """Models a task served here needs but that are not on disk: name -> where they come from."""
+        return {r.model: r.source for r in self.task_rows if r.route == "local" and not r.present and r.model}
+
+    def download_missing(self, only: set[str] | None = None) -> None:
+        """Download the missing models of the tasks served here (`only`: just these names)."""
+        rows = [r for r in self.task_rows if r.route == "local" and not r.present and r.model
+                and (only is None or r.model in only)]
+        if not rows:
+            return
+        self.fetch_button.setEnabled(False)
+        self.missing_label.setText("Downloading " + ", ".join(dict.fromkeys(r.model for r in rows)) + "…")
+
+        def fetch() -> int:
+            engine = self.context.engine()
+            for r in rows:
+                model = engine.get_model(r.task, r.model_type, r.model, load=False)
+                if not model.cached:
+                    engine.download(model, progress=lambda *a: None)
+            return len(rows)
+
+        def done(_n) -> None:
+            self.fetch_button.setEnabled(True)
+            self.context.job_finished.emit("download", "Models downloaded: " + ", ".join(dict.fromkeys(r.model for r in rows)), False)
+            self.refresh_tasks()
+
+        def failed(error: BaseException) -> None:
+            self.fetch_button.setEnabled(True)
+            self.message.show_error(error)
+            self.context.job_finished.emit("download", f"Download failed: {describe_error(error)}", True)
+            self.refresh_tasks()
+
+        run_task(fetch, on_done=done, on_error=failed)
+
+    # the connection to Immich ------------------------------------------------------------------------
+    def refresh_connection(self) -> None:
+        url = self.context.settings.immich_url
+
+        def has_key() -> bool:
+            from immich_ml_desktop.immich.credentials import saved_api_key
+
+            return bool(url) and bool(self.context.immich_key or saved_api_key(url))
+
+        run_task(has_key, on_done=self._show_connection, network=True)
+
+    def _show_connection(self, connected: bool) -> None:
+        for b in (self.register_button, self.unregister_button, self.jobs_button):
+            b.setEnabled(connected)
+        if not connected:
+            self.immich_label.setText(NOT_CONNECTED)
+        elif self.immich_label.text() == NOT_CONNECTED:
+            self.immich_label.setText(f"Connected to {self.context.settings.immich_url}.")
 
     # Immich ---------------------------------------------------------------------------------------------
     def immich_action(self, what: str) -> None:
@@ -277,7 +445,8 @@ class ServerPage(Page):
             if what == "jobs":
                 self.queue_timer.start()
 
-        run_task(act, on_done=done, on_error=lambda e: (self.immich_label.setText(""), self.message.show_error(e)))
+        run_task(act, on_done=done, on_error=lambda e: (self.immich_label.setText(""), self.message.show_error(e)),
+                 network=True)
 
     def _queue_text(self, counts) -> str:
         parts = []
@@ -305,8 +474,10 @@ class ServerPage(Page):
             self.immich_label.setText(("Immich's jobs are done. " if finished else "") + text)
             if finished:
                 self.queue_timer.stop()
+                self.context.job_finished.emit("immich-jobs", "Immich's Smart Search and Face Detection jobs are done", False)
 
-        run_task(read, on_done=show, on_error=lambda e: (self.queue_timer.stop(), self.message.show_error(e)))
+        run_task(read, on_done=show, on_error=lambda e: (self.queue_timer.stop(), self.message.show_error(e)),
+                 network=True)
 
     def shutdown(self) -> None:
         self.timer.stop()

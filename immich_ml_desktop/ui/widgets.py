@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from immich_ml_desktop.ui.workers import describe_error
+from immich_ml_desktop.ui.workers import describe_error, window_words
 
 
 def label(text: str, role: str | None = None, *, wrap: bool = True) -> QLabel:
@@ -26,7 +26,7 @@ class MessageLine(QLabel):
         self.hide()
 
     def show_error(self, error: BaseException | str) -> None:
-        self._show(error if isinstance(error, str) else describe_error(error), "error")
+        self._show(window_words(error) if isinstance(error, str) else describe_error(error), "error")
 
     def show_note(self, text: str) -> None:
         self._show(text, "hint")
