@@ -97,3 +97,14 @@ def test_clear_caches_frees_the_derived_files_and_keeps_the_rest(qtbot, tmp_path
     page.clear_button.click()
     wait_until(qtbot, lambda: page.clear_button.isEnabled() and "0.0 MB freed" in page.message.text())
     assert kept_models.exists()
+
+
+def test_ocr_download_progress_is_shown_too(qtbot, tmp_path: Path, models_dir: Path) -> None:
+    """OCR files come through the model's own file download, which reports (file, done, total)."""
+    from immich_ml_desktop.model_store.fetcher import fetch_verified  # noqa: F401 - the caller of this form
+    window = make_window(qtbot, ui_settings(tmp_path, models_dir), tmp_path / "w.ini")
+    page = window.page("Settings")
+    window.show_page("Settings")
+    window.context.download_progress("ch_PP-OCRv5_det_mobile.onnx", 1_000_000, 4_000_000)
+    qtbot.waitUntil(page.download_bar.isVisible)
+    assert page.download_bar.value() == 250 and "ch_PP-OCRv5_det_mobile.onnx: 1 of 4 MB" in page.download_bar.text()

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from immich_ml_desktop.settings import PRECISIONS, Settings
-from immich_ml_desktop.ui.workers import run_task
+from immich_ml_desktop.ui.workers import describe_error, run_task
 from immich_ml_desktop.ui.widgets import Page, label
 
 TASK_DIRS = {"clip": "clip", "face": "facial-recognition"}
@@ -376,9 +376,15 @@ class SettingsPage(Page):
         run_task(clear_derived_caches, keep, on_done=done, on_error=failed)
 
     # downloads --------------------------------------------------------------------------------------
-    def _report_download(self, p) -> None:
-        """The model store's DownloadProgress, from a download thread; shown on the GUI thread."""
-        self._download_signals.progress.emit(p.model, int(p.done), int(p.total))
+    def _report_download(self, *args) -> None:
+        """Download progress from a download thread, shown on the GUI thread: the model store's
+        DownloadProgress, or (file name, done, total) from a model's own files (OCR)."""
+        if len(args) == 3:
+            name, done, total = args
+        else:
+            p = args[0]
+            name, done, total = p.model, p.done, p.total
+        self._download_signals.progress.emit(str(name), int(done), int(total))
 
     def _show_download(self, name: str, done: int, total: int) -> None:
         self.download_bar.show()
@@ -423,11 +429,15 @@ class SettingsPage(Page):
             self.download_button.setEnabled(True)
             self.download_bar.hide()
             self.message.show_note(result[0] if result else "Every chosen model is already in the model folder.")
+            self._refresh_models()
+            if result:
+                self.context.job_finished.emit("download", f"Models downloaded: {result[0]}", False)
 
         def failed(error: BaseException) -> None:
             self.download_button.setEnabled(True)
             self.download_bar.hide()
             self.message.show_error(error)
+            self.context.job_finished.emit("download", f"Download failed: {describe_error(error)}", True)
 
         run_task(fetch, on_done=done, on_error=failed)
 
