@@ -47,6 +47,8 @@ class SuggestionList(QListWidget):
         self.loader = loader
         self.setIconSize(QSize(2 * SUGGESTION_FACE + 8, SUGGESTION_FACE))
         self.setSpacing(2)
+        self.setWordWrap(True)  # a narrow panel wraps the names instead of scrolling sideways
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.covers: dict[int, tuple[str, str | None, object, object]] = {}  # group -> (key, path, box, space)
         loader.ready.connect(self._cover_ready)
 
@@ -56,8 +58,8 @@ class SuggestionList(QListWidget):
         for s in suggestions:
             a, b = groups.get(s.group_a), groups.get(s.group_b)
             names = [group_label(g) if g else f"#{gid}" for g, gid in ((a, s.group_a), (b, s.group_b))]
-            counts = [f"{g.face_count} faces" if g else "" for g in (a, b)]
-            item = QListWidgetItem(f"{names[0]}  ↔  {names[1]}\n{counts[0]} · {counts[1]} · {s.similarity:.2f} alike")
+            counts = [str(g.face_count) if g else "?" for g in (a, b)]
+            item = QListWidgetItem(f"{names[0]} ↔ {names[1]}\n{counts[0]} + {counts[1]} faces, {s.similarity:.2f} alike")
             item.setData(Qt.ItemDataRole.UserRole, s)
             item.setToolTip(f"{names[0]} and {names[1]} look like one person (similarity {s.similarity:.2f}). "
                             "Enter or Accept merges them; Dismiss keeps them apart.")
@@ -370,7 +372,6 @@ class PeoplePage(Page):
         self.hide_button.setText("Show" if g.hidden else "Hide")
         self.confirm_button.setEnabled(not g.confirmed)
         self.confirm_button.setText("Confirmed" if g.confirmed else "&Confirm group")
-        self.confirmed = g.confirmed
         tiles = []
         for f in detail.faces:
             path, space = info.get(f.asset_id, (None, None))
