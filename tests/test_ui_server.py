@@ -101,12 +101,13 @@ def test_tasks_show_missing_models_where_they_come_from_and_download_them(qtbot,
         ocr = rows[("ocr", "detection")]
         assert ocr.model == "PP-OCRv5_mobile" and not ocr.present
         assert ocr.source == "www.modelscope.cn"  # RapidOCR's host, not Hugging Face
-        here = {page.routes_table.item(r, 0).text(): page.routes_table.item(r, 2).text() for r in range(6)}
-        assert here["ocr / detection"] == "missing: requests fail until it is downloaded"
-        assert here["facial-recognition / detection"] == "on this machine"
+        here = {page.routes_table.item(r, 0).text(): page.routes_table.item(r, 2) for r in range(6)}
+        assert here["OCR detection"].text() == "missing"
+        assert here["OCR detection"].toolTip().startswith("Missing: requests fail until it is downloaded")
+        assert here["face detection"].text() == "on this machine"
         assert page.fetch_button.isVisible() and "PP-OCRv5_mobile (from www.modelscope.cn)" in page.missing_label.text()
 
-        clip_row = next(r for r in range(6) if page.routes_table.item(r, 0).text() == "clip / visual")
+        clip_row = next(r for r in range(6) if page.routes_table.item(r, 0).text() == "CLIP image")
         page.routes_table.itemActivated.emit(page.routes_table.item(clip_row, 1))  # Enter on the row
         wait_until(qtbot, lambda: any(r.task == "clip" and r.present for r in page.task_rows), timeout=60)
         assert (cache / "clip" / "ViT-B-32__openai" / "visual" / "model.onnx").is_file()

@@ -239,6 +239,7 @@ class LibraryPage(Page):
                     client.close()
 
         self._want_cancel = self._want_pause = False
+        self.last_progress = None  # the tray shows this run's progress, not the last run's
         self.grid_timer.start()
         run_task(run, on_done=self._finished, on_error=self._failed, long_job=True)
 

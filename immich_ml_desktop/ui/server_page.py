@@ -27,7 +27,18 @@ from immich_ml_desktop.ui.workers import describe_error, run_task
 from immich_ml_desktop.ui.widgets import Page, label
 
 JOBS = ("smartSearch", "faceDetection")  # Immich's jobs that call the ML service first
-ROUTE_WORDS = {"local": "on this machine", "forward": "handed on to the forward URL", "unavailable": "not served"}
+ROUTE_WORDS = {"local": "on this machine", "forward": "handed on", "unavailable": "not served"}
+ROUTE_TIPS = {"local": "Answered by this machine's models", "forward": "Handed on to the forward URL",
+              "unavailable": "Answered with an error that names the task: nothing here serves it"}
+TASK_WORDS = {
+    ("clip", "visual"): "CLIP image", ("clip", "textual"): "CLIP text",
+    ("facial-recognition", "detection"): "face detection", ("facial-recognition", "recognition"): "face recognition",
+    ("ocr", "detection"): "OCR detection", ("ocr", "recognition"): "OCR recognition",
+}
+
+
+def task_words(task: str, model_type: str) -> str:
+    return TASK_WORDS.get((task, model_type), f"{task} / {model_type}")
 DEFAULT_OCR_MODEL = "PP-OCRv5_mobile"  # what Immich asks for unless its admin chose another
 NOT_CONNECTED = "Connect to Immich on the Push page (Connect…) to register this server and start jobs."
 
@@ -178,6 +189,9 @@ class ServerPage(Page):
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.models_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.routes_table = self._table(["Task", "Model", "Here", "Its files come from"])
+        self.routes_table.horizontalHeader().setStretchLastSection(False)
+        self.routes_table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.routes_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         models_group = QGroupBox("Models loaded")
         QVBoxLayout(models_group).addWidget(self.models_table)
         tasks_group = QGroupBox("Tasks Immich sends")
@@ -221,6 +235,7 @@ class ServerPage(Page):
         table.setWordWrap(False)
         table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         table.setAlternatingRowColors(True)
+        table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 8)  # six tasks fit
         return table
 
     # start / stop -----------------------------------------------------------------------------------
@@ -323,7 +338,7 @@ class ServerPage(Page):
             self.refresh_tasks()  # a model loaded: the first request may have downloaded it
         self.models_table.setRowCount(len(models))
         for r, m in enumerate(models):
-            row = (m["name"], f"{m['task']} / {m['type']}", m["device"] or "", m["precision"] or "", f"{m['idle_seconds']:.0f} s")
+            row = (m["name"], task_words(m["task"], m["type"]), m["device"] or "", m["precision"] or "", f"{m['idle_seconds']:.0f} s")
             for c, value in enumerate(row):
                 item = QTableWidgetItem(str(value))
                 item.setToolTip(str(value))
@@ -344,18 +359,20 @@ class ServerPage(Page):
         self.task_rows = rows
         self.routes_table.setRowCount(len(rows))
         for r, row in enumerate(rows):
+            tip = ROUTE_TIPS[row.route]
             if row.route != "local":
                 here = ROUTE_WORDS[row.route]
             elif row.present:
                 here = "on this machine"
             else:
-                here = "missing: requests fail until it is downloaded"
-                if self.context.settings.allow_downloads:
-                    here = "missing: downloaded on the first request"
-            values = (f"{row.task} / {row.model_type}", row.model, here, row.source if row.route == "local" else "")
+                here = "missing"
+                tip = ("Missing: downloaded on the first request (downloads are allowed in Settings)"
+                       if self.context.settings.allow_downloads else
+                       "Missing: requests fail until it is downloaded (Download missing models, or Enter here)")
+            values = (task_words(row.task, row.model_type), row.model, here, row.source if row.route == "local" else "")
             for c, value in enumerate(values):
                 item = QTableWidgetItem(value)
-                item.setToolTip(value)
+                item.setToolTip(tip if c == 2 else value)
                 if c == 2 and row.route == "local" and not row.present:
                     item.setForeground(Qt.GlobalColor.darkRed)
                 self.routes_table.setItem(r, c, item)
