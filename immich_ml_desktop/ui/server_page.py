@@ -66,6 +66,8 @@ def model_source(model) -> str:
         return urlparse(sources[0].url).netloc
     if sources is None and catalog.lookup(model.model_name) is not None:
         return f"{urlparse(ModelStore('.').endpoint).netloc}/immich-app/{model.model_name}"
+    if model.cached:
+        return "your model folder (not in Immich's catalogue)"
     return "nowhere known: copy it into the model folder"
 
 
