@@ -21,9 +21,16 @@ def keep_openvino_telemetry_off() -> None:
     sys.modules.setdefault("openvino_telemetry", None)
 
 
-def _open_window(tray: bool = False) -> int:
+keep_openvino_telemetry_off()  # at import: the installed app's entry point imports this module, then the CLI
+
+
+def _open_window(tray: bool | None = None) -> int:
+    """The window; `tray` None reads `--tray` from the command line (the installed app's entry point
+    calls this with no arguments)."""
     from immich_ml_desktop.ui.preflight import window_problem
 
+    if tray is None:
+        tray = TRAY_FLAG in sys.argv[1:]
     problem = window_problem()
     if problem is not None:  # Qt would abort (exit 134) with a misleading message
         print(f"error: {problem.message}", file=sys.stderr)
@@ -38,10 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from immich_ml_desktop.cli import main as cli_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    tray = TRAY_FLAG in argv
-    if tray:
-        argv.remove(TRAY_FLAG)
-    return cli_main(argv, open_window=lambda: _open_window(tray))
+    return cli_main(argv, open_window=lambda: _open_window(TRAY_FLAG in argv))
 
 
 if __name__ == "__main__":

@@ -176,3 +176,22 @@ def test_settings_page_turns_start_at_login_on_and_off(qtbot, tmp_path: Path, mo
     page.start_at_login.setChecked(False)
     assert page.apply()
     assert not entry.exists() and not window.close_to_tray
+
+
+def test_the_login_command_is_understood_by_both_entry_points(tmp_path: Path) -> None:
+    """`--tray` (what every login entry runs) reaches the window opener from the console script and from
+    the installed app's entry point (installer/entry.py); without a display both say so, neither
+    rejects the option."""
+    import os
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env.update(PYTHONPATH=f"{root}{os.pathsep}{root / 'installer'}", IMMICH_ML_DESKTOP_CONFIG_DIR=str(tmp_path / "c"),
+               IMMICH_ML_DESKTOP_CACHE_DIR=str(tmp_path / "k"))
+    for cmd in ([sys.executable, "-m", "immich_ml_desktop", "--tray"], [sys.executable, str(root / "installer" / "entry.py"), "--tray"]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert "unrecognized arguments" not in proc.stderr, (cmd, proc.stderr)
+        assert proc.returncode != 0 and "display" in proc.stderr.lower(), (cmd, proc.returncode, proc.stderr[-1500:])
+    from immich_ml_desktop.cli import build_parser
+
+    assert build_parser().parse_args(["--tray"]).tray is True
