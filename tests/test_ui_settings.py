@@ -59,6 +59,10 @@ def test_saved_appears_beside_apply(qtbot, tmp_path: Path, models_dir: Path) -> 
     assert abs(note.center().y() - apply.center().y()) <= 4  # the same row
     assert 0 <= apply.left() - note.right() <= page.revert_button.width() + 40  # just left of Revert/Apply
     assert not page.message.isVisible()
+    page.threads.setValue(3)  # an edit after Apply: not saved yet, so "Saved." goes
+    assert page.saved_note.text() == ""
+    page.apply_button.click()
+    assert page.saved_note.text() == "Saved."
     page.clip_model.setCurrentText("")  # an error in place, and "Saved." goes
     assert not page.apply()
     assert page.saved_note.text() == "" and page.message.isVisible()

@@ -188,6 +188,13 @@ class SettingsPage(Page):
         self.body.addLayout(buttons)
         self.body.addStretch(1)
 
+        clear_saved = lambda *_a: self.saved_note.setText("")  # noqa: E731 - an edit after Apply is not saved yet
+        for signal in (self.device.currentIndexChanged, self.precision.currentIndexChanged, self.threads.valueChanged,
+                       self.clip_model.editTextChanged, self.face_model.editTextChanged, self.cache_dir.textEdited,
+                       self.library_path.textEdited, self.allow_downloads.toggled, self.close_to_tray.toggled,
+                       self.start_at_login.toggled):
+            signal.connect(clear_saved)
+
         self._download_signals = _DownloadSignals(self)
         self._download_signals.progress.connect(self._show_download)
         context.download_progress = self._report_download
