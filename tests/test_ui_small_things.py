@@ -198,10 +198,15 @@ def window_factory(context, **kw):
         dialog.key.setText("key")
         dialog.show()
         dialog.test()
-        def quit_when_waiting():
+        started = time.monotonic()
+        def quit_when_waiting():  # once the test's thread runs, and has had 2 s to reach the server
+            import threading
+            if not any(t.name.startswith("net-check_connection") for t in threading.enumerate()) or time.monotonic() - started < 2:
+                QTimer.singleShot(100, quit_when_waiting)
+                return
             print("quitting", time.monotonic(), flush=True)
             window.quit_app()
-        QTimer.singleShot(1500, quit_when_waiting)
+        QTimer.singleShot(100, quit_when_waiting)
     QTimer.singleShot(500, test_then_quit)
     return window
 

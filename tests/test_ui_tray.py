@@ -179,13 +179,17 @@ window = MainWindow(AppContext(Settings(device="cpu", allow_downloads=False)),
                     qsettings=QSettings(sys.argv[1], QSettings.Format.IniFormat))
 window.show()
 window.close()  # into the tray
+started = __import__("time").monotonic()
 def check():
     icon = window.companion.icon
+    if icon.geometry().width() <= 0 and __import__("time").monotonic() - started < 30:
+        QTimer.singleShot(200, check)  # the tray host has not embedded it yet
+        return
     print("available", window.companion.available, "visible", icon.isVisible(), "hidden-window", not window.isVisible(),
           "width", icon.geometry().width(), "height", icon.geometry().height(), "told", len(window.companion.sent), flush=True)
     window.quit_app()
     app.quit()
-QTimer.singleShot(3000, check)
+QTimer.singleShot(500, check)
 app.exec()
 """
 
