@@ -12,7 +12,10 @@ import json
 import logging
 import re
 import string
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from PIL import Image
 from immich_ml_desktop.models import samples
 from immich_ml_desktop.models.base import InferenceModel, ModelTask, ModelType
 from immich_ml_desktop.models.batching import batch_matches, batchable_copy, has_batch_axis
-from immich_ml_desktop.models.images import ImageInput, center_crop, decode_image, normalize_chw, resize_shorter_side
+from immich_ml_desktop.models.images import ImageInput, decode_image, normalize_chw, resize_crop
 from immich_ml_desktop.models.runtime import Session
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,33 @@ class _ClipModel(InferenceModel):
         return [self.config_path, self.model_path]
 
 
+class _IdleCoreHelper:
+    """Lends a lone image request the core it would leave idle: while only one CLIP image is being
+    prepared in this process, its resize runs in two bands (one on a helper thread); with more in flight
+    each keeps to its own thread, so nothing is taken from throughput under load."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    @contextmanager
+    def call(self):  # type: ignore[no-untyped-def]
+        with self._lock:
+            self._in_flight += 1
+            alone = self._in_flight == 1 and (os.cpu_count() or 1) > 1
+            if alone and self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-resize")
+        try:
+            yield self._pool if alone else None
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+
+_idle_core = _IdleCoreHelper()
+
+
 class ClipVisualEncoder(_ClipModel):
     identity = (ModelType.VISUAL, ModelTask.SEARCH)
 
@@ -76,8 +106,9 @@ class ClipVisualEncoder(_ClipModel):
         return session
 
     def transform(self, image: Image.Image) -> np.ndarray:
-        """One preprocessed image, CHW float32."""
-        image = center_crop(resize_shorter_side(image, self.size), self.size)
+        """One preprocessed image, CHW float32: Immich's resize, crop and normalisation, same pixels."""
+        with _idle_core.call() as helper:
+            image = resize_crop(image, self.size, helper)
         return normalize_chw(image, self.mean, self.std)
 
     def _calibrate(self, session: Session) -> np.ndarray:
