@@ -203,14 +203,29 @@ def test_idle_models_unload(models_dir: Path, tmp_path: Path) -> None:
         assert engine.clip_text(CLIP_PACK, "a dog").shape == (512,)  # loads again on demand
 
 
-def test_device_discovery_and_auto() -> None:
+def test_discovered_devices_really_run_models(models_dir: Path) -> None:
+    """Discovery lists only what this machine has: every CPU device it lists (ONNX Runtime's, OpenVINO's)
+    loads and runs a model there, without falling back; `auto` is one of them and runs too; a device it
+    does not list is refused with the list of those it does."""
     devices = discover_devices()
     ids = [d.id for d in devices]
-    assert "cpu" in ids
-    assert resolve_device("auto") == devices[0]
-    assert resolve_device("CPU").id == "cpu"
-    with pytest.raises(DeviceUnavailableError, match="Available: auto, "):
+    assert "cpu" in ids and len(ids) == len(set(ids))
+    model = models_dir / "clip" / CLIP_PACK / "visual" / "model.onnx"
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    outputs = {}
+    for device in [d for d in devices if d.id in ("cpu", "openvino:CPU")]:
+        session = make_session(model, device, RuntimeOptions(precision="f32"), fallback=False)
+        assert session.device == device
+        outputs[device.id] = session.run(None, {"image": x})[0][0]
+    assert all(float(v @ outputs["cpu"] / np.linalg.norm(v) / np.linalg.norm(outputs["cpu"])) > 0.99999 for v in outputs.values())
+    auto = resolve_device("auto")
+    assert auto in devices
+    if auto.id in outputs:
+        assert make_session(model, auto, RuntimeOptions(precision="f32"), fallback=False).device == auto
+    assert resolve_device("CPU").id == "cpu"  # ids are not case-sensitive
+    with pytest.raises(DeviceUnavailableError) as refused:
         resolve_device("cuda:7")
+    assert str(refused.value).endswith("Available: " + ", ".join(["auto", *ids]) + ".")
 
 
 def test_failed_device_falls_back_to_cpu_with_a_warning(models_dir: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -53,7 +53,7 @@ def echo_engine(models_dir: Path, tmp_path: Path):
     _pack(models_dir, cache, "echo-plain", ["text"], {"context_length": 16})
     _pack(models_dir, cache, "echo-siglip", ["text"], {"context_length": 16, "tokenizer_kwargs": {"clean": "canonicalize"}})
     _pack(models_dir, cache, "echo-M-CLIP", ["input_ids", "attention_mask"], {"context_length": 16})
-    _pack(models_dir, cache, "echo-nllb", ["text"], {"context_length": 16})
+    _pack(models_dir, cache, "nllb-echo", ["text"], {"context_length": 16})  # Immich: names starting "nllb"
     with Engine(cache, "cpu", work_dir=tmp_path / "work") as engine:
         yield engine
 
@@ -79,13 +79,33 @@ def test_canonicalize_drops_punctuation_and_case(echo_engine: Engine) -> None:
     assert ids(echo_engine, "echo-plain", "Hello, World!") != ids(echo_engine, "echo-plain", "hello world")
 
 
-def test_mclip_gets_ids_and_attention_mask(echo_engine: Engine) -> None:
+def _unpadded(models_dir: Path, text: str) -> list[int]:
+    """The pack's tokenizer on its own, without padding: the real tokens of `text`."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(models_dir / "clip" / CLIP_PACK / "textual" / "tokenizer.json")).encode(text).ids
+
+
+def test_mclip_gets_ids_and_attention_mask(echo_engine: Engine, models_dir: Path) -> None:
     out = ids(echo_engine, "echo-M-CLIP", "a cat")
     tokens, mask = out[:16], out[16:]
-    assert sum(mask) == len([t for t, m in zip(tokens, mask) if m]) and 0 < sum(mask) < 16
-    assert mask[: sum(mask)] == [1] * sum(mask)  # real tokens first, then padding
+    real = _unpadded(models_dir, "a cat")
+    pad = echo_engine.clip_textual("echo-M-CLIP").tokenizer.token_to_id("<|endoftext|>")
+    assert 0 < len(real) < 16
+    assert tokens == real + [pad] * (16 - len(real))  # the same ids a one-input model gets
+    assert mask == [1] * len(real) + [0] * (16 - len(real))  # 1 on each real token, 0 on the padding
+    assert tokens == ids(echo_engine, "echo-plain", "a cat")
 
 
 def test_nllb_language_prefix(echo_engine: Engine) -> None:
-    assert ids(echo_engine, "echo-nllb", "ein Hund", "de") != ids(echo_engine, "echo-nllb", "ein Hund", "fr")
-    assert ids(echo_engine, "echo-nllb", "a dog", None) == ids(echo_engine, "echo-plain", "a dog")
+    """As Immich's `tokenize`: the FLORES-200 code of the language glued before the text, a region dropped
+    when the full code is unknown, eng_Latn for an unknown language, nothing without a language."""
+    sent = lambda text, language=None: ids(echo_engine, "nllb-echo", text, language)  # noqa: E731
+    plain = lambda text: ids(echo_engine, "echo-plain", text)  # noqa: E731
+    assert sent("ein Hund", "de") == plain("deu_Latnein Hund")
+    assert sent("un chien", "fr") == plain("fra_Latnun chien")
+    assert sent("ein Hund", "de-AT") == plain("deu_Latnein Hund")
+    assert sent("um cão", "pt_BR") == plain("por_Latnum cão")
+    assert sent("a dog", "xx") == plain("eng_Latna dog")
+    assert sent("a dog") == plain("a dog")
+    assert ids(echo_engine, "echo-plain", "a dog", "de") == plain("a dog")  # only NLLB models get a prefix

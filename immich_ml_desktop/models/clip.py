@@ -211,7 +211,7 @@ class ClipTextualEncoder(_ClipModel):
         if isinstance(pad_token, dict):  # some configs store AddedToken objects
             pad_token = pad_token["content"]
         self.canonicalize = text_cfg.get("tokenizer_kwargs", {}).get("clean") == "canonicalize"
-        self.is_nllb = "nllb" in self.model_name.lower()
+        self.is_nllb = self.model_name.startswith("nllb")  # as Immich decides it
         tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
         pad_id = tokenizer.token_to_id(pad_token)
         if pad_id is None:
@@ -229,7 +229,7 @@ class ClipTextualEncoder(_ClipModel):
 
     def _feed(self, text: str, language: str | None, input_names: list[str]) -> dict[str, np.ndarray]:
         text = clean_text(text, canonicalize=self.canonicalize)
-        if self.is_nllb and language:
+        if self.is_nllb and language is not None:
             flores = WEBLATE_TO_FLORES200.get(language) or WEBLATE_TO_FLORES200.get(language.split("-")[0], "eng_Latn")
             text = f"{flores}{text}"
         tokens = self.tokenizer.encode(text)
