@@ -158,6 +158,9 @@ def test_lower_precisions_load_a_copy_with_f16_weights_written_once(models_dir: 
     stamp = copy.stat().st_mtime_ns
     assert runtime.low_precision_file(path, options) == copy and copy.stat().st_mtime_ns == stamp
     assert runtime.low_precision_file(path, RuntimeOptions(precision="bf16")) == path  # no cache: the pack's file
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")  # the copy cannot be written: the original is compiled instead
+    assert runtime.low_precision_file(path, RuntimeOptions(precision="bf16", cache_dir=blocked)) == path
     low = make_session(path, _ov_cpu(), options)
     exact = make_session(path, _ov_cpu(), RuntimeOptions(precision="f32", cache_dir=tmp_path))
     assert low.path == copy and exact.path == path

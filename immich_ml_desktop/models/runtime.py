@@ -343,12 +343,16 @@ def low_precision_file(path: Path, options: RuntimeOptions) -> Path:
         return dst
     import openvino as ov
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
-        part = Path(tmp) / dst.name
-        ov.save_model(ov.convert_model(str(path)), str(part), compress_to_fp16=True)
-        os.replace(part.with_suffix(".bin"), dst.with_suffix(".bin"))
-        os.replace(part, dst)  # the .xml last: its presence means the pair is complete
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+            part = Path(tmp) / dst.name
+            ov.save_model(ov.convert_model(str(path)), str(part), compress_to_fp16=True)
+            os.replace(part.with_suffix(".bin"), dst.with_suffix(".bin"))
+            os.replace(part, dst)  # the .xml last: its presence means the pair is complete
+    except Exception as e:  # noqa: BLE001 - a full disk or a graph the converter refuses: use the file as it is
+        log.warning("Cannot write an f16-weights copy of %s (%s); compiling the original", path, _first_line(e))
+        return path
     log.info("Wrote an f16-weights copy of %s for lower-precision sessions: %s", path, dst)
     return dst
 
