@@ -147,25 +147,45 @@ def test_explicit_precisions_report_what_the_compiled_model_computes(models_dir:
             assert np.array_equal(vectors[a], vectors[b]) == (expected[a] == expected[b]), (a, b)
 
 
-def test_lower_precisions_load_a_copy_with_f16_weights_written_once(models_dir: Path, tmp_path: Path) -> None:
-    """Memory: a bf16/f16 session reads an IR copy with f16 weights (mapped from the file) from the app's
-    cache, written once; the pack itself is never written."""
+def test_sessions_load_openvino_copies_written_once_and_hand_back_their_mapped_weights(models_dir: Path, tmp_path: Path) -> None:
+    """Memory: an OpenVINO session compiles from an IR copy in the app's cache (f16 weights for bf16/f16),
+    written once, never into the pack; once compiled, the pages mapped from those files are handed back."""
     path = models_dir / "clip" / CLIP_PACK / "visual" / "model.onnx"
     options = RuntimeOptions(precision="bf16", cache_dir=tmp_path)
-    copy = runtime.low_precision_file(path, options)
+    copy = runtime.ir_file(path, options, f16_weights=True)
     assert copy.suffix == ".xml" and copy.parent.parent == tmp_path and copy.with_suffix(".bin").is_file()
     assert copy.with_suffix(".bin").stat().st_size < 0.6 * path.stat().st_size  # f16: half the f32 weights
+    exact_copy = runtime.ir_file(path, options, f16_weights=False)
+    assert exact_copy != copy and exact_copy.with_suffix(".bin").stat().st_size > 0.9 * path.stat().st_size
     stamp = copy.stat().st_mtime_ns
-    assert runtime.low_precision_file(path, options) == copy and copy.stat().st_mtime_ns == stamp
-    assert runtime.low_precision_file(path, RuntimeOptions(precision="bf16")) == path  # no cache: the pack's file
+    assert runtime.ir_file(path, options, f16_weights=True) == copy and copy.stat().st_mtime_ns == stamp
+    assert runtime.ir_file(path, RuntimeOptions(precision="bf16"), f16_weights=True) == path  # no cache: the pack's file
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")  # the copy cannot be written: the original is compiled instead
-    assert runtime.low_precision_file(path, RuntimeOptions(precision="bf16", cache_dir=blocked)) == path
+    assert runtime.ir_file(path, RuntimeOptions(cache_dir=blocked), f16_weights=True) == path
+
     low = make_session(path, _ov_cpu(), options)
     exact = make_session(path, _ov_cpu(), RuntimeOptions(precision="f32", cache_dir=tmp_path))
-    assert low.path == copy and exact.path == path
+    assert low.path == copy and exact.path == exact_copy
+    assert _resident_kb_mapped_from(tmp_path) <= 16  # a few pages at most, not the weights
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    assert _cos(low.run(None, {"image": x})[0][0], exact.run(None, {"image": x})[0][0]) > 0.999
+    ort = make_session(path, runtime.resolve_device("cpu"), RuntimeOptions(precision="f32"))
+    assert _cos(exact.run(None, {"image": x})[0][0], ort.run(None, {"image": x})[0][0]) > 0.999999
+    assert _cos(low.run(None, {"image": x})[0][0], ort.run(None, {"image": x})[0][0]) > 0.999
+
+
+def _resident_kb_mapped_from(folder: Path) -> int:
+    """Resident kB of this process's file mappings under `folder` (/proc/self/smaps)."""
+    if not Path("/proc/self/smaps").exists():
+        pytest.skip("no /proc/self/smaps on this system")
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5].startswith(str(folder.resolve()))
+        elif inside and fields[:1] == ["Rss:"]:
+            total += int(fields[1])
+    return total
 
 
 def test_sessions_for_several_callers_use_streams(models_dir: Path, tmp_path: Path) -> None:

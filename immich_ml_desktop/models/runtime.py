@@ -326,19 +326,22 @@ def compiled_precision(compiled: Any, requested: str) -> str:
     return "f32"
 
 
-def low_precision_file(path: Path, options: RuntimeOptions) -> Path:
-    """An OpenVINO IR copy of `path` with its weights stored in f16, written once into the app's own cache.
+def ir_file(path: Path, options: RuntimeOptions, *, f16_weights: bool) -> Path:
+    """An OpenVINO IR copy of the ONNX file `path`, written once into the app's own cache (never the pack),
+    with its weights stored in f16 for a session that computes in bf16 or f16 anyway.
 
-    For a session that computes in bf16 or f16 anyway: OpenVINO keeps the graph's weights beside the ones
-    it repacks for the device, and from an IR it maps them from the file instead of reading them into
-    memory (from an ONNX file it cannot). ViT-B-32's image tower: 730 MB resident compiled from the ONNX
-    file, 410 MB from this copy, same speed; its vectors are checked against the f32 session of the
-    original file like any other lower precision (`precision.py`). Returns `path` where there is no cache."""
+    Memory: OpenVINO keeps the graph's weights beside the copies it repacks for the device. Read from an
+    ONNX file they sit in the process's own memory; read from an IR they are mapped from its `.bin` file,
+    and `release_mapped_weights` then hands those pages back (ViT-B-32's image tower in bf16: 730 MB
+    resident from the ONNX file, 265 MB from the f16 copy). A lower precision's vectors are checked against
+    the f32 copy (the very same weights as the file), so the f16 copy is covered (`precision.py`). Returns `path` where there is no
+    cache or the copy cannot be written."""
     if options.cache_dir is None or path.suffix != ".onnx":
         return path
     st = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    dst = options.cache_dir / "f16-weights" / f"{path.parent.parent.name}-{path.parent.name}-{key}.xml"
+    kind = "f16-weights" if f16_weights else "ir"
+    dst = options.cache_dir / kind / f"{path.parent.parent.name}-{path.parent.name}-{key}.xml"
     if dst.is_file() and dst.with_suffix(".bin").is_file():
         return dst
     import openvino as ov
@@ -347,14 +350,48 @@ def low_precision_file(path: Path, options: RuntimeOptions) -> Path:
         dst.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
             part = Path(tmp) / dst.name
-            ov.save_model(ov.convert_model(str(path)), str(part), compress_to_fp16=True)
+            ov.save_model(ov.convert_model(str(path)), str(part), compress_to_fp16=f16_weights)
             os.replace(part.with_suffix(".bin"), dst.with_suffix(".bin"))
             os.replace(part, dst)  # the .xml last: its presence means the pair is complete
     except Exception as e:  # noqa: BLE001 - a full disk or a graph the converter refuses: use the file as it is
-        log.warning("Cannot write an f16-weights copy of %s (%s); compiling the original", path, _first_line(e))
+        log.warning("Cannot write an OpenVINO copy of %s (%s); compiling the original", path, _first_line(e))
         return path
-    log.info("Wrote an f16-weights copy of %s for lower-precision sessions: %s", path, dst)
+    log.info("Wrote an OpenVINO copy of %s%s: %s", path, " with f16 weights" if f16_weights else "", dst)
     return dst
+
+
+_MADV_PAGEOUT = 21  # Linux >= 5.4: reclaim these pages now (clean file pages are simply dropped)
+
+
+def release_mapped_weights(folder: Path | None) -> int:
+    """Hand back the resident pages of read-only file mappings under `folder` (the IR `.bin` files and
+    compiled blobs OpenVINO maps from the app's cache): after compiling, OpenVINO works from its own
+    repacked copies and no longer reads them; a page read again later is simply read from the file again.
+    Linux only (elsewhere, and on kernels without MADV_PAGEOUT, nothing happens); returns bytes advised."""
+    if folder is None or not os.path.exists("/proc/self/maps"):
+        return 0
+    import ctypes
+
+    root = str(Path(folder).resolve())
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            lines = maps.readlines()
+    except (OSError, AttributeError):
+        return 0
+    advised = 0
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[1].startswith("r") or "w" in fields[1]:
+            continue
+        if not fields[5].strip().startswith(root + os.sep):
+            continue
+        low, high = (int(v, 16) for v in fields[0].split("-"))
+        if madvise(low, high - low, _MADV_PAGEOUT) == 0:
+            advised += high - low
+    return advised
 
 
 def make_session(
@@ -376,9 +413,13 @@ def make_session(
     try:
         if device.runtime == "openvino":
             if options.precision == "auto":
-                return _auto_precision_session(path, device, options, ov_input_shapes, calibration, verdict_key)
-            low = options.precision != "f32"
-            return OpenVinoSession(low_precision_file(path, options) if low else path, device, options, ov_input_shapes, options.precision)
+                session = _auto_precision_session(path, device, options, ov_input_shapes, calibration, verdict_key)
+                release_mapped_weights(options.cache_dir)
+                return session
+            file = ir_file(path, options, f16_weights=options.precision != "f32")
+            session = OpenVinoSession(file, device, options, ov_input_shapes, options.precision)
+            release_mapped_weights(options.cache_dir)
+            return session
         return OrtSession(path, device, options)
     except Exception as e:  # noqa: BLE001 - classify below
         damaged = _looks_damaged(e)
@@ -401,18 +442,19 @@ def _auto_precision_session(
     verdict_key: str | None,
 ) -> OpenVinoSession:
     candidate = native_low_precision(device)
+    exact = ir_file(path, options, f16_weights=False)
     if candidate == "f32" or calibration is None:
-        return OpenVinoSession(path, device, options, shapes, "f32")
+        return OpenVinoSession(exact, device, options, shapes, "f32")
     import openvino as ov
 
     key = "|".join([verdict_key or file_key(path), device.name, candidate, "f16-weights", ov.get_version(), str(CHECK_COSINE)])
     cache = VerdictCache(options.cache_dir / "precision.json") if options.cache_dir is not None else None
     known = cache.get(key) if cache is not None else None
     if known is not None:
-        chosen_path = path if known.precision == "f32" else low_precision_file(path, options)
-        return OpenVinoSession(chosen_path, device, options, shapes, known.precision)
-    reference = OpenVinoSession(path, device, options, shapes, "f32")
-    low = OpenVinoSession(low_precision_file(path, options), device, options, shapes, candidate)
+        chosen_file = exact if known.precision == "f32" else ir_file(path, options, f16_weights=True)
+        return OpenVinoSession(chosen_file, device, options, shapes, known.precision)
+    reference = OpenVinoSession(exact, device, options, shapes, "f32")
+    low = OpenVinoSession(ir_file(path, options, f16_weights=True), device, options, shapes, candidate)
     try:
         cosine: float | None = min_row_cosine(calibration(reference), calibration(low))
     except Exception as e:  # noqa: BLE001 - a model the sample inputs do not fit: stay exact
