@@ -351,6 +351,8 @@ def ir_file(path: Path, options: RuntimeOptions, *, f16_weights: bool) -> Path:
         with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
             part = Path(tmp) / dst.name
             ov.save_model(ov.convert_model(str(path)), str(part), compress_to_fp16=f16_weights)
+            for written in (part.with_suffix(".bin"), part):
+                _fsync(written)  # on disk before the .xml appears; clean pages are what the kernel can hand back
             os.replace(part.with_suffix(".bin"), dst.with_suffix(".bin"))
             os.replace(part, dst)  # the .xml last: its presence means the pair is complete
     except Exception as e:  # noqa: BLE001 - a full disk or a graph the converter refuses: use the file as it is
@@ -358,6 +360,14 @@ def ir_file(path: Path, options: RuntimeOptions, *, f16_weights: bool) -> Path:
         return path
     log.info("Wrote an OpenVINO copy of %s%s: %s", path, " with f16 weights" if f16_weights else "", dst)
     return dst
+
+
+def _fsync(file: Path) -> None:
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _MADV_PAGEOUT = 21  # Linux >= 5.4: reclaim these pages now (clean file pages are simply dropped)
