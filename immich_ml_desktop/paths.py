@@ -32,6 +32,11 @@ def default_model_cache_dir() -> Path:
     return Path(env) if env else app_cache_dir() / "models"
 
 
+def answer_cache_path() -> Path:
+    """The answers kept for Immich's `/predict` requests (derived: clearing it loses only time)."""
+    return app_cache_dir() / "answers.sqlite3"
+
+
 def default_library_path() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "library.sqlite3"
 

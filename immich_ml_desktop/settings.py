@@ -42,10 +42,13 @@ class Settings:
     server_preload: list[str] = field(default_factory=list)
     forward_url: str = ""
     immich_url: str = ""
+    answer_cache_mb: int = 2048          # answers kept for Immich's requests (server/answer_cache.py); 0 = none
 
     def validate(self) -> "Settings":
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.answer_cache_mb < 0:
+            raise ValueError("answer_cache_mb must be 0 (no answer cache) or a positive size in MB")
         if self.threads < 0:
             raise ValueError("threads must be 0 (automatic) or a positive number")
         return self

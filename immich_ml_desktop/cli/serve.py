@@ -22,11 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-ttl", type=float, metavar="S", help="unload a model idle for S seconds (0 = never; default from settings, 300)")
     p.add_argument("--forward", metavar="URL", help="hand tasks or models this app cannot serve on to this ML service (e.g. http://immich-machine-learning:3003)")
     p.add_argument("--workers", type=int, help="requests computed at once (default: one per core, at most 4)")
+    p.add_argument("--no-answer-cache", action="store_true",
+                   help="compute every answer: neither answer from nor keep answers in the answer cache "
+                        "(what `immich index` computed for Immich's previews; setting answer_cache_mb)")
     add_engine_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from immich_ml_desktop.server.answer_cache import open_answer_cache
     from immich_ml_desktop.server.ml_server import MlServer
     from immich_ml_desktop.models.runtime import default_parallel
 
@@ -36,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict = {"parallel": args.workers or default_parallel()}
     if args.model_ttl is not None:
         overrides["model_ttl"] = args.model_ttl
+    answers = None if args.no_answer_cache else open_answer_cache(settings.answer_cache_mb)
     with engine_from_args(args, **overrides) as engine:
         server = MlServer(
             engine,
@@ -44,9 +49,18 @@ def run(args: argparse.Namespace) -> int:
             allow=settings.server_allow if args.allow is None else args.allow,
             forward_url=settings.forward_url if args.forward is None else args.forward,
             workers=engine.parallel,  # as many requests at once as the engine was built for
+            answers=answers,
         )
         preload = settings.server_preload if args.preload is None else args.preload
         for model in server.preload(preload):
             logging.getLogger(__name__).info("Preloaded %s", model)
-        server.serve_forever()
+        if answers is not None:
+            held = answers.stats()
+            logging.getLogger(__name__).info("Answer cache %s: %d answers, %.0f of %.0f MB", answers.path, held.answers,
+                                             held.bytes / 2**20, held.max_bytes / 2**20)
+        try:
+            server.serve_forever()
+        finally:
+            if answers is not None:
+                answers.close()
     return 0

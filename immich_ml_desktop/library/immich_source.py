@@ -9,6 +9,7 @@ its metadata (favourite, description, trash and restore) bumps `updatedAt` but c
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Iterator
 
@@ -97,4 +98,7 @@ class ImmichSource:
                 raise  # this asset only: deleted since the listing, or not ours
             raise SourceUnavailableError(str(e)) from e  # stop the job; nothing is marked failed
         # The preview is already upright: Immich's ML decodes it without an EXIF transpose, so do we.
-        return DecodedImage(decode_image(data, what=f"the preview of Immich asset {asset.key}"))
+        # These are the very bytes Immich sends its ML service for the asset: their SHA-256 names the
+        # answers the index leaves for `serve` (server/answer_cache.py).
+        return DecodedImage(decode_image(data, what=f"the preview of Immich asset {asset.key}"),
+                            digest=hashlib.sha256(data).hexdigest())

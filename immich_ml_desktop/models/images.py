@@ -32,11 +32,12 @@ Image.MAX_IMAGE_PIXELS = 300_000_000
 class DecodedImage:
     """A decoded RGB image plus its BGR array, computed once and shared by the face models."""
 
-    __slots__ = ("pil", "_bgr")
+    __slots__ = ("pil", "_bgr", "digest")
 
-    def __init__(self, pil: Image.Image, bgr: np.ndarray | None = None) -> None:
+    def __init__(self, pil: Image.Image, bgr: np.ndarray | None = None, digest: str | None = None) -> None:
         self.pil = pil
         self._bgr = bgr
+        self.digest = digest  # SHA-256 of the encoded bytes, where a source knows them as Immich sends them
 
     @classmethod
     def from_bgr(cls, bgr: np.ndarray) -> "DecodedImage":

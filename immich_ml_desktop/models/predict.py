@@ -68,7 +68,10 @@ def _depends(entry: Entry, cache_dirs: list[Path]) -> list[tuple[str, str]]:
     return [(t.value, k.value) for k, t in cls.depends] if cls else []
 
 
-def run_entries(engine: ModelProvider, raw_entries: Any, image: Any = None, text: str | None = None) -> dict[str, Any]:
+def run_entries(engine: ModelProvider, raw_entries: Any, image: Any = None, text: str | None = None,
+                outputs: dict[tuple[str, str], Any] | None = None) -> dict[str, Any]:
+    """The answer to `entries` for an image or a text; `outputs`, if given, receives each model's own
+    output by (task, type) (e.g. the face detector's landmarks, which the answer leaves out)."""
     entries = raw_entries if isinstance(raw_entries, list) else parse_entries(raw_entries)
     if image is None and text is None:
         raise InvalidInputError("Either image or text must be provided.")
@@ -83,7 +86,7 @@ def run_entries(engine: ModelProvider, raw_entries: Any, image: Any = None, text
         if not entry.needs_text and image is None:
             raise InvalidInputError(f"Task {entry.task} of type {entry.type} needs an image, but only text was sent.")
 
-    outputs: dict[tuple[str, str], Any] = {}
+    outputs = {} if outputs is None else outputs
     response: dict[str, Any] = {}
     deps = [_depends(e, engine.cache_dirs) for e in entries]
     ordered = [i for i, d in enumerate(deps) if not d] + [i for i, d in enumerate(deps) if d]  # without first

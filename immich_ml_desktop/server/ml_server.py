@@ -34,6 +34,7 @@ from immich_ml_desktop.errors import (
     ModelNotFoundError,
     UserError,
 )
+from immich_ml_desktop.server.answer_cache import AnswerCache, answer_key, image_digest
 from immich_ml_desktop.server.multipart_form import FormPart, parse_form
 from immich_ml_desktop.models.engine import Engine, UnsupportedTaskError
 from immich_ml_desktop.models.predict import Entry, parse_entries, run_entries, to_json
@@ -79,6 +80,7 @@ class ServerStats:
     requests: int = 0  # /predict requests answered, successful or not
     errors: int = 0  # answered with a status >= 400
     forwarded: int = 0  # handed on to the forward URL
+    from_cache: int = 0  # answered from the answer cache (what `immich index` or an earlier request computed)
     per_task: dict[str, int] = field(default_factory=dict)  # "clip/visual" -> count
     requests_per_second: float = 0.0  # over the last STATS_WINDOW seconds
     mean_ms: float = 0.0  # mean time to answer a /predict request
@@ -87,16 +89,17 @@ class ServerStats:
 class _StatsRecorder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._requests = self._errors = self._forwarded = 0
+        self._requests = self._errors = self._forwarded = self._from_cache = 0
         self._total_ms = 0.0
         self._per_task: Counter[str] = Counter()
         self._recent: deque[float] = deque()
         self._since = time.monotonic()
 
-    def record(self, tasks: list[str], status: int, ms: float, forwarded: bool) -> None:
+    def record(self, tasks: list[str], status: int, ms: float, forwarded: bool, from_cache: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
             self._requests += 1
+            self._from_cache += from_cache
             self._errors += status >= 400
             self._forwarded += forwarded
             self._total_ms += ms
@@ -117,6 +120,7 @@ class _StatsRecorder:
                 requests=self._requests,
                 errors=self._errors,
                 forwarded=self._forwarded,
+                from_cache=self._from_cache,
                 per_task=dict(self._per_task),
                 requests_per_second=round(len(self._recent) / window, 2),
                 mean_ms=round(self._total_ms / self._requests, 1) if self._requests else 0.0,
@@ -209,8 +213,10 @@ class MlServer:
         max_image_bytes: int = MAX_IMAGE_BYTES,
         max_field_bytes: int = MAX_FIELD_BYTES,
         body_timeout: float = BODY_IDLE_TIMEOUT,
+        answers: AnswerCache | None = None,
     ) -> None:
         self.engine = engine
+        self.answers = answers  # answers kept by image and entries: a hit runs no model
         self.host = host
         self.port = port
         self.networks = parse_networks(allow)
@@ -441,6 +447,7 @@ class MlServer:
         tasks: list[str] = []
         models = "-"
         forwarded = False
+        from_cache = False
         status = 200
         try:
             body = await self._read_body(request)
@@ -458,8 +465,15 @@ class MlServer:
                 response = await self._forward(body, content_type)
             else:
                 try:
-                    pool = self._text_pool if image is None else self._pool
-                    answer = await asyncio.get_running_loop().run_in_executor(pool, self._run, entries, image, text)
+                    key = None
+                    if image is not None and self.answers is not None:
+                        key, answer = await asyncio.to_thread(self._cached, entries, image)
+                        from_cache = answer is not None
+                    if not from_cache:
+                        pool = self._text_pool if image is None else self._pool
+                        answer = await asyncio.get_running_loop().run_in_executor(pool, self._run, entries, image, text)
+                        if key is not None:
+                            asyncio.get_running_loop().run_in_executor(None, self._remember, key, answer)
                     response = Response(answer, media_type="application/json")
                 except _HAND_ON as e:
                     if not can_forward:
@@ -481,10 +495,11 @@ class MlServer:
             return JSONResponse({"detail": f"Internal error: {type(e).__name__}: {e}"}, status_code=500)
         finally:
             ms = (time.perf_counter() - start) * 1000
-            self._stats.record(tasks, status, ms, forwarded)
+            self._stats.record(tasks, status, ms, forwarded, from_cache)
             log.info(
                 "predict %s %s %d %.1f ms%s",
-                "+".join(tasks) or "-", models, status, ms, f" (forwarded to {self.forward_url})" if forwarded else "",
+                "+".join(tasks) or "-", models, status, ms,
+                f" (forwarded to {self.forward_url})" if forwarded else " (answer cache)" if from_cache else "",
             )
 
     async def _read_body(self, request: Request) -> bytes:
@@ -538,6 +553,19 @@ class MlServer:
 
     def _run(self, entries: list[Entry], image: bytes | None, text: str | None) -> bytes:
         return to_json(run_entries(self.engine, entries, image=image, text=text))
+
+    def _cached(self, entries: list[Entry], image: bytes) -> tuple[tuple[str, str] | None, bytes | None]:
+        """((image digest, answer key), the kept answer or None); no key where the models are not here."""
+        assert self.answers is not None
+        key = answer_key(self.engine, entries)
+        if key is None:
+            return None, None
+        digest = image_digest(image)
+        return (digest, key), self.answers.get(digest, key)
+
+    def _remember(self, key: tuple[str, str], answer: bytes) -> None:
+        assert self.answers is not None
+        self.answers.put(key[0], key[1], answer, origin="server")
 
     async def _forward(self, body: bytes, content_type: str) -> Response:
         """Send the request on byte for byte and answer exactly what came back."""

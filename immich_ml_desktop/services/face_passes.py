@@ -22,7 +22,8 @@ from immich_ml_desktop.models.images import DecodedImage, ImageInput, decode_ima
 PAD_FACTORS = (3.0,)
 
 
-def detect_faces_with_fallback(engine: Engine, name: str, image: ImageInput, min_score: float = 0.7) -> list[Face]:
+def detect_faces_with_fallback(engine: Engine, name: str, image: ImageInput, min_score: float = 0.7,
+                               first: list[Face] | None = None) -> list[Face]:
     """The faces of a photo with their embeddings, in the photo's pixel coordinates.
 
     Runs Immich's detection as is; only when it finds nothing, runs it again with the photo centred on a
@@ -30,10 +31,10 @@ def detect_faces_with_fallback(engine: Engine, name: str, image: ImageInput, min
     The canvas is built at the detector's own size (640 px), never at the photo's: the detector would
     shrink it to that anyway, and a 3x canvas of a 1440 px preview is 120 MB. Embeddings are cut from the
     photo itself with the mapped landmarks; where the aligned crop reaches past the photo's edge it is
-    black, as it was on the canvas.
+    black, as it was on the canvas. `first`: the first pass's faces where the caller already has them.
     """
     decoded = image if isinstance(image, DecodedImage) else DecodedImage(decode_image(image))
-    faces = engine.faces(name, decoded, min_score)
+    faces = engine.faces(name, decoded, min_score) if first is None else first
     if faces:
         return faces
     detector = engine.get_model(ModelTask.FACIAL_RECOGNITION, ModelType.DETECTION, name)

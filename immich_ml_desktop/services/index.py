@@ -23,15 +23,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Protocol, Sequence
 
 import numpy as np
+import orjson
 
 from immich_ml_desktop.errors import LibraryError, SourceUnavailableError, UserError
 from immich_ml_desktop.library.folders import SyncResult
 from immich_ml_desktop.library.store import Asset, AssetResult, LibraryStore
 from immich_ml_desktop.models.base import ModelTask, ModelType
-from immich_ml_desktop.models.engine import Engine
+from immich_ml_desktop.models.engine import Engine, Face
 from immich_ml_desktop.models.images import DecodedImage
 from immich_ml_desktop.models.predict import Entry, run_entries, to_json
 from immich_ml_desktop.models.registry import model_class, served_tasks
+from immich_ml_desktop.server.answer_cache import AnswerCache, answer_key
 from immich_ml_desktop.services.face_passes import detect_faces_with_fallback
 
 log = logging.getLogger(__name__)
@@ -163,6 +165,20 @@ def describe_error(e: BaseException) -> str:
     return str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
 
 
+def immich_requests(clip_model: str | None, face_model: str | None, face_min_score: float) -> list[list[Entry]]:
+    """The `/predict` entries Immich's smartSearch and faceDetection jobs send for these models and options
+    (server/src/repositories/machine-learning.repository.ts: `encodeImage`, `detectFaces`)."""
+    requests = []
+    if clip_model:
+        requests.append([Entry(ModelTask.SEARCH.value, ModelType.VISUAL.value, clip_model, {})])
+    if face_model:
+        requests.append([
+            Entry(ModelTask.FACIAL_RECOGNITION.value, ModelType.DETECTION.value, face_model, {"minScore": face_min_score}),
+            Entry(ModelTask.FACIAL_RECOGNITION.value, ModelType.RECOGNITION.value, face_model, {}),
+        ])
+    return requests
+
+
 class IndexJob:
     def __init__(
         self,
@@ -179,6 +195,7 @@ class IndexJob:
         retry_failed: bool = False,
         progress_interval: float = 0.1,
         tasks: Sequence[TaskSpec] = (),
+        answers: AnswerCache | None = None,
     ) -> None:
         if not clip_model and not face_model and not tasks:
             raise UserError("Choose a CLIP model, a face model or both to index with.")
@@ -189,6 +206,11 @@ class IndexJob:
         self.face_model = face_model or None
         self.face_min_score = face_min_score
         self.tasks = list(dict.fromkeys(tasks))  # each (task, model) once
+        # Where the source knows the bytes Immich sends its ML service (an Immich source's previews), the
+        # CLIP and first-pass face answers go into `answers` too, under the request Immich makes for them:
+        # `serve` then answers Immich's own jobs from them without running a model (`immich send`).
+        self.answers = answers
+        self._answer_requests: list[tuple[list[Entry], str | None]] = []
         self._task_entries: list[tuple[TaskSpec, list[Entry]]] = []
         self._progress_cb = progress
         self._failure_cb = failure
@@ -269,6 +291,10 @@ class IndexJob:
         self._task_entries = [(spec, spec.entries(self.engine)) for spec in self.tasks]
         for entry in (e for _, entries in self._task_entries for e in entries):
             self.engine.get_model(entry.task, entry.type, entry.name)
+        self._answer_requests = []
+        if self.answers is not None:
+            requests = immich_requests(self.clip_model, self.face_model, self.face_min_score)
+            self._answer_requests = [(entries, answer_key(self.engine, entries)) for entries in requests]
         return clip
 
     def _index(self, pending: list[Asset], clip: Any) -> None:
@@ -300,10 +326,14 @@ class IndexJob:
         self._current = asset.key
         try:
             image: DecodedImage = self.source.load(asset)
-            vector = clip.embed(clip.transform(image.pil)[np.newaxis])[0] if clip is not None else None
+            if image.digest and self._answer_requests:
+                vector, first = self._answer_as_immich_asks(image)
+            else:
+                vector = clip.embed(clip.transform(image.pil)[np.newaxis])[0] if clip is not None else None
+                first = None
             faces = None
             if self.face_model:
-                faces = detect_faces_with_fallback(self.engine, self.face_model, image, self.face_min_score)
+                faces = detect_faces_with_fallback(self.engine, self.face_model, image, self.face_min_score, first)
                 outcome.faces = len(faces)
             results = {  # what /predict would answer under the task's key, for the same image
                 (spec.task, spec.model): to_json(run_entries(self.engine, entries, image=image)[spec.task])
@@ -316,6 +346,28 @@ class IndexJob:
         except Exception as e:  # noqa: BLE001 - any bad file is recorded and the job goes on
             outcome.error = describe_error(e)
         return outcome
+
+    def _answer_as_immich_asks(self, image: DecodedImage) -> tuple[np.ndarray | None, list[Face] | None]:
+        """CLIP vector and first-pass faces computed as `/predict` computes them for Immich's own requests,
+        their answers kept in the answer cache; the library stores the very values of those answers."""
+        assert self.answers is not None and image.digest
+        vector, first = None, None
+        for entries, key in self._answer_requests:
+            outputs: dict[tuple[str, str], Any] = {}
+            answer = run_entries(self.engine, entries, image=image, outputs=outputs)
+            if key is not None:
+                self.answers.put(image.digest, key, to_json(answer), origin="index")
+            if entries[0].task == ModelTask.SEARCH.value:
+                vector = np.asarray(orjson.loads(answer[ModelTask.SEARCH.value]), dtype=np.float32)
+            else:
+                found = outputs[(ModelTask.FACIAL_RECOGNITION.value, ModelType.DETECTION.value)]
+                first = [
+                    Face(box=box, score=float(score), landmarks=marks,
+                         embedding=np.asarray(orjson.loads(face["embedding"]), dtype=np.float32))
+                    for box, score, marks, face in zip(found["boxes"], found["scores"], found["landmarks"],
+                                                       answer[ModelTask.FACIAL_RECOGNITION.value])
+                ]
+        return vector, first
 
     def _collect(self, outcomes: list[_Outcome]) -> None:
         """Store what the workers finished (one transaction) and report it."""

@@ -48,6 +48,7 @@ class AppContext(QObject):
         self._engine_lock = threading.Lock()
         self._store: LibraryStore | None = None
         self._store_lock = threading.Lock()
+        self._answers: Any = False  # not opened yet
         self.is_warm = False
         self.immich_key: str | None = None  # this session's key when the OS has no keyring
         self.download_progress: Any = None  # set by the Settings page: shows model downloads
@@ -101,6 +102,17 @@ class AppContext(QObject):
                 self._store = LibraryStore(self.settings.library_path)
             return self._store
 
+    def answers(self):  # -> AnswerCache | None
+        """The answer cache Immich's requests are answered from (any thread); None when switched off."""
+        from immich_ml_desktop.server.answer_cache import open_answer_cache
+
+        with self._store_lock:
+            if self._answers is False or getattr(self._answers, "max_bytes", None) != self.settings.answer_cache_mb * 2**20:
+                if self._answers:
+                    self._answers.close()
+                self._answers = open_answer_cache(self.settings.answer_cache_mb)
+            return self._answers
+
     # immich -----------------------------------------------------------------------------------------
     def immich_client(self):
         """A client for the connected Immich server (any thread; the caller closes it)."""
@@ -144,6 +156,10 @@ class AppContext(QObject):
             store, self._store = self._store, None
         if store is not None:
             store.close()
+        with self._store_lock:
+            answers, self._answers = self._answers, False
+        if answers:
+            answers.close()
         with self._engine_lock:
             engine, self._engine = self._engine, None
         if engine is not None:

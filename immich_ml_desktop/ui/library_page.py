@@ -252,6 +252,7 @@ class LibraryPage(Page):
             clip_model=settings.clip_model, face_model=settings.face_model,
             face_min_score=settings.face_min_score,
             progress=relay(self.signals.progress), failure=relay(self.signals.failure),
+            answers=self.context.answers(),
         )
         self.job = job  # from here on the buttons reach the job directly
         if self._want_cancel:

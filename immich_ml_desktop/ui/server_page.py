@@ -269,7 +269,7 @@ class ServerPage(Page):
 
             server = MlServer(
                 self.context.engine(), settings.server_host, settings.server_port,
-                allow=settings.server_allow, forward_url=settings.forward_url,
+                allow=settings.server_allow, forward_url=settings.forward_url, answers=self.context.answers(),
             )
             server.start()
             try:
