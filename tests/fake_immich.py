@@ -632,6 +632,69 @@ class FakeImmich:
         return 200, {"jobCounts": copy.deepcopy(stats),
                      "queueStatus": {"isActive": stats["waiting"] > 0, "isPaused": self.queues[name]["isPaused"]}}
 
+    def start_ml_workers(self, poll: float = 0.05) -> Callable[[], None]:
+        """Immich's smartSearch and faceDetection workers: each waiting job posts its asset's preview, as
+        Immich does (multipart, `entries` as its config says), to the first ML URL that answers `/ping`,
+        and keeps the answer in `ml_answers[queue][asset id]`; a failed request leaves the job done
+        uncounted, as Immich's does. Returns a function that stops them."""
+        import httpx
+
+        self.ml_answers: dict[str, dict[str, Any]] = {"smartSearch": {}, "faceDetection": {}}
+        stop = threading.Event()
+
+        def entries(name: str) -> dict[str, Any]:
+            ml = self.config["machineLearning"]
+            if name == "smartSearch":
+                return {"clip": {"visual": {"modelName": ml["clip"]["modelName"]}}}
+            face = ml["facialRecognition"]
+            return {"facial-recognition": {"detection": {"modelName": face["modelName"], "options": {"minScore": face["minScore"]}},
+                                           "recognition": {"modelName": face["modelName"]}}}
+
+        def healthy_url(http: httpx.Client) -> str | None:
+            for url in self.config["machineLearning"]["urls"]:
+                try:
+                    if http.get(f"{url}/ping", timeout=2).status_code == 200:
+                        return url
+                except httpx.HTTPError:
+                    continue
+            return None
+
+        def work() -> None:
+            with httpx.Client(timeout=60) as http:
+                while not stop.is_set():
+                    busy = False
+                    for name in ("smartSearch", "faceDetection"):
+                        stats = self.queues[name]["statistics"]
+                        todo = [a for a in self.assets if a not in self.processed.setdefault(name, set())]
+                        if stats["waiting"] <= 0 or not todo:
+                            continue
+                        busy = True
+                        stats["waiting"] -= 1
+                        stats["active"] += 1
+                        asset = todo[0]
+                        url = healthy_url(http)
+                        try:
+                            if url is not None:
+                                r = http.post(f"{url}/predict", data={"entries": json.dumps(entries(name))},
+                                              files={"image": ("blob", self.previews[asset], "application/octet-stream")})
+                                if r.status_code == 200:
+                                    self.ml_answers[name][asset] = r.json()
+                        except httpx.HTTPError:
+                            pass
+                        finally:
+                            self.processed[name].add(asset)
+                            stats["active"] -= 1
+                    if not busy:
+                        stop.wait(poll)
+
+        thread = threading.Thread(target=work, daemon=True, name="fake-immich-ml-workers")
+        thread.start()
+
+        def stop_workers() -> None:
+            stop.set()
+            thread.join(timeout=30)
+        return stop_workers
+
     def process_jobs(self, name: str, count: int) -> None:
         """Immich's workers finish `count` waiting jobs of a queue. As in Immich 3.1, finished jobs are
         removed (`completed` stays 0) and a job whose handler throws is not counted in `failed` either."""

@@ -232,5 +232,18 @@ class RealImmich:
             self.json("PUT", "/system-config", json=config)
 
 
+def kit_sql(query: str) -> list[list[str]]:
+    """Rows of a query on the kit's own Postgres (what Immich stored, e.g. `smart_search` embeddings), for
+    what the API does not show; raises KitUnavailable where the server is not the kit's."""
+    if os.environ.get("IMMICH_TEST_URL"):
+        raise KitUnavailable("Immich's database is only known for the kit's server")
+    proc = subprocess.run(["psql", "-h", "127.0.0.1", "-p", os.environ.get("PG_PORT", "55432"), "-U", "postgres",
+                           "-d", "immich", "-AtF", "\t", "-c", query], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PGPASSWORD": "postgres"})
+    if proc.returncode != 0:
+        raise AssertionError(f"psql: {proc.stderr[-500:]}")
+    return [line.split("\t") for line in proc.stdout.splitlines() if line]
+
+
 def sha1_b64(path: Path) -> str:
     return base64.b64encode(hashlib.sha1(path.read_bytes()).digest()).decode()

@@ -1,4 +1,4 @@
-"""`immich check|index|push|register|unregister|jobs`: everything that talks to an Immich server.
+"""`immich check|index|push|send|register|unregister|jobs`: everything that talks to an Immich server.
 
 The server and key come from `--server` / `--api-key`, else `IMMICH_URL` / `IMMICH_API_KEY`, else the
 settings' `immich_url` and the key the window saved in the OS keyring.
@@ -73,6 +73,24 @@ def register(sub: Any) -> None:
     unreg.add_argument("--ml-url", help="the URL to take out (default: as for register)")
     unreg.set_defaults(func=run_unregister)
 
+    send = actions.add_parser(
+        "send", help="get what the library computed into Immich: Immich's ML jobs answered from the library (admin key)",
+        description="Starts our ML server (answers Immich's requests from what `immich index` computed), puts its "
+        "URL first in Immich's ML URLs, queues smartSearch and faceDetection (OCR where the library has it) for the "
+        "assets that lack them, shows progress, and puts Immich's ML URLs back when done, on Ctrl-C, or after a "
+        "crash with --restore.")
+    _server_options(send)
+    add_library_options(send)
+    send.add_argument("--force", action="store_true", help="CLIP and OCR of every asset, not only those missing "
+                      "(faces never: Immich's forced face detection deletes its faces and people)")
+    send.add_argument("--restore", action="store_true", help="only put Immich's ML URLs back after a send that was killed")
+    send.add_argument("--ml-url", help="use our ML server already running at this URL (as Immich reaches it) "
+                                       "instead of starting one")
+    send.add_argument("--port", type=int, default=0, help="port of the ML server it starts (default: a free one)")
+    send.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help="how often to read Immich's queues")
+    add_engine_options(send)
+    send.set_defaults(func=run_send)
+
     jobs = actions.add_parser("jobs", help="Immich's ML queues; start smart search, face detection, OCR (admin key)")
     _server_options(jobs)
     jobs.add_argument("--start", nargs="+", choices=["smartSearch", "faceDetection", "facialRecognition", "ocr", "all"],
@@ -126,6 +144,7 @@ def run_index(args: argparse.Namespace) -> int:
 
     from immich_ml_desktop.library.immich_source import ImmichSource
     from immich_ml_desktop.app_engine import build_engine
+    from immich_ml_desktop.server.answer_cache import open_answer_cache
     from immich_ml_desktop.models.runtime import default_parallel
     from immich_ml_desktop.services.index import IndexJob, IndexProgress
 
@@ -139,6 +158,7 @@ def run_index(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{p.failed} failed" if p.failed else "", refresh=False)
         bar.refresh()
 
+    answers = open_answer_cache(settings.answer_cache_mb)  # for `immich send`: Immich's answers, not computed twice
     with _client(args) as client, open_library(settings) as store, \
             build_engine(settings, parallel=default_parallel()) as engine:
         job = IndexJob(
@@ -146,7 +166,7 @@ def run_index(args: argparse.Namespace) -> int:
             clip_model=None if args.no_clip else settings.clip_model,
             face_model=None if args.no_faces else settings.face_model,
             face_min_score=settings.face_min_score, progress=progress, retry_failed=args.retry_failed,
-            tasks=task_specs_from_args(args),
+            tasks=task_specs_from_args(args), answers=answers,
         )
         previous = signal.signal(signal.SIGINT, lambda *_: job.cancel())  # Ctrl-C keeps what is done
         try:
@@ -292,6 +312,91 @@ def run_jobs(args: argparse.Namespace) -> int:
                     print(immich_ml.FAILURES_HINT)
                 return 0
             time.sleep(args.watch)
+
+
+def run_send(args: argparse.Namespace) -> int:
+    import contextlib
+    import socket
+    from urllib.parse import urlsplit
+
+    from immich_ml_desktop.app_engine import build_engine
+    from immich_ml_desktop.models.runtime import default_parallel
+    from immich_ml_desktop.server.answer_cache import open_answer_cache
+    from immich_ml_desktop.server.ml_server import MlServer
+    from immich_ml_desktop.services import immich_ml, send
+
+    settings = library_settings_from_args(args)
+    with _client(args) as client:
+        if args.restore:
+            state = send.SendState.load()
+            if state is None:
+                print("nothing to restore: no send was left unfinished")
+                return 0
+            urls = send.restore_urls(client, state)
+            print("Immich's ML URLs are back as they were: " + ", ".join(urls))
+            return 0
+        with open_library(settings) as store:
+            kinds = []
+            if settings.clip_model in store.clip_models():
+                kinds.append("clip")
+            if store.stats(face_model=settings.face_model)["indexed"]:
+                kinds.append("faces")
+            if "ocr" in store.result_counts():
+                kinds.append("ocr")
+        if not kinds:
+            raise InvalidInputError(f"The library {settings.library_path} holds nothing of {settings.clip_model} or "
+                                    f"{settings.face_model} to send: index this server first with `immich index`.")
+        warnings = send.differences(immich_ml.read_ml_config(client), settings.clip_model, settings.face_model,
+                                    settings.face_min_score)
+        with contextlib.ExitStack() as stack:
+            stats = None
+            ml_url = args.ml_url
+            if not ml_url:
+                answers = open_answer_cache(settings.answer_cache_mb)
+                if answers is not None:
+                    stack.callback(answers.close)
+                engine = stack.enter_context(build_engine(settings, parallel=default_parallel()))
+                # Listen where Immich reaches this machine; only Immich (and this machine) may call.
+                host = urlsplit(immich_ml.reachable_url(client.base_url, 1, settings.server_host)).hostname or "127.0.0.1"
+                immich_host = urlsplit(client.base_url).hostname or "127.0.0.1"
+                with contextlib.suppress(OSError):
+                    immich_host = socket.gethostbyname(immich_host)
+                server = stack.enter_context(MlServer(engine, host=host, port=args.port, allow=[immich_host],
+                                                      workers=engine.parallel, answers=answers))
+                ml_url, stats = server.url, (lambda: server.stats)
+            job = send.SendJob(client, ml_url, kinds=kinds, force=args.force, stats=stats, poll=args.poll,
+                               progress=None if args.json else _send_printer(), warnings=warnings)
+            previous = signal.signal(signal.SIGINT, lambda *_: job.cancel())  # Ctrl-C: stop and put the URLs back
+            try:
+                summary = job.run()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+    if args.json:
+        print_json(summary.to_dict())
+        return 1 if summary.cancelled else 0
+    done = ", ".join(f"{name} {n}" for name, n in summary.done.items())
+    print(("cancelled" if summary.cancelled else "sent") + f" in {_duration(summary.seconds)} through {summary.ml_url}: "
+          f"{summary.from_library} answers from the library, {summary.computed} computed, {summary.errors} errors"
+          + (f" ({done} jobs done)" if done else ""))
+    for note in summary.warnings:
+        print(f"note: {note}")
+    print("Immich's ML URLs are back as they were: " + ", ".join(summary.urls_restored))
+    if summary.cancelled:
+        print("Jobs still queued in Immich go to those URLs; run `immich send` again to answer them from the library.")
+    return 1 if summary.cancelled else 0
+
+
+def _send_printer():
+    def show(p: Any) -> None:
+        parts = []
+        for q in p.queues:
+            rate = f" {q.per_second:.1f}/s" if q.per_second and q.remaining else ""
+            eta = f" ETA {_duration(q.eta)}" if q.eta and q.remaining else ""
+            parts.append(f"{q.name} {q.remaining} left, {q.done} done{rate}{eta}")
+        print(f"[{_duration(p.seconds)}] " + " | ".join(parts)
+              + f" | from library {p.from_library}, computed {p.computed}" + (f", errors {p.errors}" if p.errors else ""),
+              file=sys.stderr, flush=True)
+    return show
 
 
 def _duration(seconds: float) -> str:
