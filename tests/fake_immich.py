@@ -353,7 +353,7 @@ class FakeImmich:
             "deletePerson": self._delete_person, "mergePerson": self._merge, "getConfig": self._get_config,
             "updateConfig": self._put_config, "getQueues": self._get_queues, "getQueuesLegacy": self._get_jobs,
             "runQueueCommandLegacy": self._run_job, "searchPerson": self._search_person,
-            "updateAsset": self._update_asset,
+            "updateAsset": self._update_asset, "createFace": self._create_face, "deleteFace": self._delete_face,
         }
         routes = []
         for path, ops in self.spec["paths"].items():
@@ -524,6 +524,25 @@ class FakeImmich:
         faces = [f for f in self.faces.values() if f["assetId"] == query["id"]]
         return 200, [{**{k: v for k, v in f.items() if k not in ("assetId", "personId")},
                       "person": self._person_dto(f["personId"])} for f in faces]
+
+    def _create_face(self, key: Key, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+        """As Immich: a "manual" face, its box rounded from x/y/width/height; answers nothing."""
+        self._owned_asset(key, body["assetId"])
+        if body["personId"] not in self.people:
+            raise LookupError(body["personId"])
+        face_id = str(uuid.uuid4())
+        self.faces[face_id] = {
+            "id": face_id, "assetId": body["assetId"], "personId": body["personId"], "sourceType": "manual",
+            "boundingBoxX1": body["x"], "boundingBoxY1": body["y"], "boundingBoxX2": body["x"] + body["width"],
+            "boundingBoxY2": body["y"] + body["height"], "imageWidth": body["imageWidth"], "imageHeight": body["imageHeight"],
+        }
+        return 201, None
+
+    def _delete_face(self, id: str, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+        if id not in self.faces:
+            raise LookupError(id)
+        del self.faces[id]
+        return 204, None
 
     def _reassign(self, id: str, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
         if id not in self.people or body["id"] not in self.faces:

@@ -87,7 +87,11 @@ def test_library_of_schema_3_keeps_its_results_and_takes_task_results(tmp_path: 
         m.setattr("immich_ml_desktop.library.store.SCHEMA_VERSION", 3)
         with LibraryStore(path) as old:
             ids = [old.upsert_asset("folder", f"/p/{i}.jpg", size=i, mtime_ns=i)[0] for i in range(3)]
-            old.record_result(AssetResult(ids[0], 10, 10, _vec(0), [_face(0)]), clip_model=CLIP, face_model=FACES)
+            old.record_result(AssetResult(ids[0], 10, 10, _vec(0), []), clip_model=CLIP, face_model=FACES)
+            face = _face(0)  # a face row as schema 3 wrote it (no found_by column yet)
+            old.connection().execute(
+                "INSERT INTO faces (asset_id, model, x1, y1, x2, y2, score, landmarks, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (ids[0], FACES, *map(float, face.box), face.score, face.landmarks.tobytes(), face.embedding.tobytes()))
             old.record_failure(ids[1], "corrupt", clip_model=CLIP, face_model=FACES)
             with pytest.raises(sqlite3.IntegrityError, match="CHECK"):  # schema 3 knows only clip and faces
                 old.connection().execute("INSERT INTO asset_status VALUES (?, 'tags', 't', 'done', NULL, 0)", (ids[2],))
@@ -95,6 +99,8 @@ def test_library_of_schema_3_keeps_its_results_and_takes_task_results(tmp_path: 
     with LibraryStore(path) as store:
         assert store.schema_version == schema.SCHEMA_VERSION
         assert (store.stats(), store.failures(), store.pending_assets(clip_model=CLIP, face_model=FACES)) == before
+        # Migration 5: faces found before are taken as Immich's detection found them (push adds none of them).
+        assert [r[0] for r in store.connection().execute("SELECT found_by FROM faces")] == ["detector"]
         assert [a.id for a in store.pending_assets(clip_model=None, face_model=None, tasks=[("tags", "t")])] == ids
         store.record_result(AssetResult(ids[2], 10, 10, results={("tags", "t"): b'[{"label":"cat"}]'}), clip_model=None, face_model=None)
         assert [(r.asset_id, r.result) for r in store.task_results("tags")] == [(ids[2], [{"label": "cat"}])]

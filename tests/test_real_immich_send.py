@@ -191,3 +191,52 @@ def test_a_send_killed_half_way_is_mended_by_restore(immich: RealImmich, scene: 
     assert "back as they were" in out
     assert immich.json("GET", "/system-config")["machineLearning"]["urls"] == before
     immich.wait_for_queues(["smartSearch"], timeout=600)  # what the killed send queued goes to those URLs
+
+
+def test_a_tight_crop_only_the_library_finds_is_pushed_to_its_person_and_undone(immich: RealImmich,
+                                                                               scene: dict[str, Any]) -> None:
+    """A face filling the frame: Immich's detection (answered from the library, as Immich's own would)
+    finds none there; the library's padded pass does; after review and push the person is on that photo in
+    Immich too, and undo deletes the face again."""
+    from PIL import Image
+
+    from immich_ml_desktop.library.people import People
+    from immich_ml_desktop.library.store import LibraryStore
+
+    user = scene["users"]["A"]
+    face_model = CATALOGUE_NAMES["faces"]
+    obama = "face_recognition/examples/obama.jpg"
+    with LibraryStore(scene["library"]) as store:
+        asset = store.asset_by_key("immich", user["ids"][obama])
+        box = max(store.faces(asset_id=asset.id, model=face_model), key=lambda f: f.box[2] - f.box[0]).box
+    with Image.open(PHOTOS / obama) as im:  # the preview is the photo scaled: back to the photo's pixels
+        scale = im.width / asset.width
+        crop = im.convert("RGB").crop(tuple(round(v * scale) for v in box))
+    tight = scene["work"] / "obama-tight.jpg"
+    crop.save(tight, quality=92)
+    with immich.ml_config(urls=[NOWHERE]):
+        crop_id = immich.upload(user["user"].key, tight)
+        assert immich.wait_for_previews(user["user"].key, [crop_id])[crop_id]
+        immich.wait_for_queues(["smartSearch", "faceDetection", "facialRecognition"], timeout=300)
+    app(scene, user["user"].key, "immich", "index", *library_args(scene))
+    app(scene, immich.admin_key, "immich", "send", *library_args(scene), "--poll", "0.5")
+    assert immich.json("GET", "/faces", user["user"].key, params={"id": crop_id}) == []  # Immich's pass: none
+
+    with LibraryStore(scene["library"]) as store:
+        people = People(store, face_model)
+        people.recluster()
+        crop_faces = store.faces(asset_id=store.asset_by_key("immich", crop_id).id, model=face_model)
+        assert len(crop_faces) == 1
+        found_by = store.connection().execute("SELECT found_by FROM faces WHERE id = ?", (crop_faces[0].id,)).fetchone()[0]
+        assert found_by == "padded"
+        largest = max(store.faces(asset_id=asset.id, model=face_model), key=lambda f: f.box[2] - f.box[0])
+        group = people.move_faces([largest.id, crop_faces[0].id])
+        people.rename(group, "Tight Obama")
+    push = ["--library", str(scene["library"]), "--face-model", face_model]
+    plan = app(scene, user["user"].key, "immich", "push", *push, "--dry-run").stdout
+    assert "1 faces Immich did not find to add" in plan, plan
+    app(scene, user["user"].key, "immich", "push", *push)
+    [added] = immich.json("GET", "/faces", user["user"].key, params={"id": crop_id})
+    assert added["person"]["name"] == "Tight Obama" and added["sourceType"] == "manual"
+    app(scene, user["user"].key, "immich", "push", *push, "--undo")
+    assert immich.json("GET", "/faces", user["user"].key, params={"id": crop_id}) == []

@@ -38,6 +38,8 @@ PERMISSIONS: dict[str, str | None] = {
     "viewAsset": "asset.view",
     "getFaces": "face.read",
     "reassignFacesById": "face.update",
+    "createFace": "face.create",
+    "deleteFace": "face.delete",
     "getAllPeople": "person.read",
     "getPerson": "person.read",
     "searchPerson": "person.read",
@@ -59,6 +61,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
         "searchAssets", "getFaces", "reassignFacesById", "getAllPeople", "getPerson", "searchPerson",
         "createPerson", "updatePeople", "mergePerson", "deletePerson",
     ),
+    "add missed faces": ("createFace", "deleteFace"),  # push: faces only the library found, and their undo
     "register ML URL": ("getConfig", "updateConfig"),
     "run ML jobs": ("getQueues", "runQueueCommandLegacy"),
 }
@@ -381,6 +384,18 @@ class ImmichClient:
     def reassign_face(self, face_id: str, person_id: str) -> dict[str, Any]:
         """Move one face to a person (`PUT /faces/{personId}` with the face's id in the body)."""
         return self._json("reassignFacesById", "PUT", f"/faces/{person_id}", json={"id": face_id})
+
+    def create_face(self, asset_id: str, person_id: str, box: tuple[float, float, float, float],
+                    image_size: tuple[int, int]) -> None:
+        """Add a face Immich's detection did not find (`POST /faces`, a "manual" face), box in the pixels of
+        an image of `image_size` (the preview's). Immich answers nothing: find it again with `faces()`."""
+        x1, y1, x2, y2 = (round(v) for v in box)
+        self._send("createFace", "POST", "/faces", json={
+            "assetId": asset_id, "personId": person_id, "imageWidth": int(image_size[0]),
+            "imageHeight": int(image_size[1]), "x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1})
+
+    def delete_face(self, face_id: str) -> None:
+        self._send("deleteFace", "DELETE", f"/faces/{face_id}", json={"force": True})
 
     def merge_people(self, into_id: str, ids: list[str]) -> list[dict[str, Any]]:
         """Merge `ids` into `into_id`; Immich deletes the merged people."""

@@ -61,6 +61,7 @@ class GroupFace:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the pixels of the preview the models saw
     score: float
     pinned: bool  # placed by the user
+    found_by: str = "detector"  # the pass that found it: Immich's detection, or one of the library's own
 
     @property
     def path(self) -> Path | None:
@@ -151,11 +152,12 @@ class People:
 
     def _faces(self, clause: str, args: tuple) -> list[GroupFace]:
         rows = self.store.connection().execute(
-            f"""SELECT f.id, f.asset_id, s.source, s.key, f.x1, f.y1, f.x2, f.y2, f.score, coalesce(a.pinned, 0)
+            f"""SELECT f.id, f.asset_id, s.source, s.key, f.x1, f.y1, f.x2, f.y2, f.score, coalesce(a.pinned, 0),
+                       f.found_by
                 FROM faces f JOIN assets s ON s.id = f.asset_id {clause} ORDER BY f.id""",
             args,
         ).fetchall()
-        return [GroupFace(r[0], r[1], r[2], r[3], (r[4], r[5], r[6], r[7]), r[8], bool(r[9])) for r in rows]
+        return [GroupFace(r[0], r[1], r[2], r[3], (r[4], r[5], r[6], r[7]), r[8], bool(r[9]), r[10]) for r in rows]
 
     def suggestions(self, limit: int = 20) -> list[Suggestion]:
         """Pairs of visible groups that look like one person, most similar first; dismissed pairs and

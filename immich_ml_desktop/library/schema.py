@@ -140,6 +140,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX task_results_by_model ON task_results (task, model);
     """,
+    # 5: which pass found a face: 'detector' (Immich's own detection, so Immich finds it too) or one of the
+    # library's own passes (e.g. 'padded'), which Immich never finds: `immich push` adds those to Immich.
+    """
+    ALTER TABLE faces ADD COLUMN found_by TEXT NOT NULL DEFAULT 'detector';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -447,15 +447,16 @@ class LibraryStore:
                     conn.execute("DELETE FROM faces WHERE asset_id = ? AND model = ?", (r.asset_id, face_model))
                     (high,) = conn.execute(
                         "SELECT max((SELECT id FROM face_id_high), coalesce((SELECT max(id) FROM faces), 0))").fetchone()
-                    conn.executemany(
-                        "INSERT INTO faces (id, asset_id, model, x1, y1, x2, y2, score, landmarks, vector) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            (high + i, r.asset_id, face_model, *map(float, f.box[:4]), float(f.score),
-                             to_blob(f.landmarks), to_blob(f.embedding))
-                            for i, f in enumerate(r.faces, 1)
-                        ],
-                    )
+                    if r.faces:
+                        conn.executemany(
+                            "INSERT INTO faces (id, asset_id, model, x1, y1, x2, y2, score, landmarks, vector, found_by) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [
+                                (high + i, r.asset_id, face_model, *map(float, f.box[:4]), float(f.score),
+                                 to_blob(f.landmarks), to_blob(f.embedding), getattr(f, "found_by", "detector"))
+                                for i, f in enumerate(r.faces, 1)
+                            ],
+                        )
                     decisions.reapply(conn, r.asset_id, face_model, r.width, r.height)
                     self._status(conn, r.asset_id, "faces", face_model, "done", None, now)
                 for (task, model), result in (r.results or {}).items():

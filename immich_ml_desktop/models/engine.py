@@ -53,6 +53,7 @@ class Face:
     score: float
     landmarks: np.ndarray  # (5, 2)
     embedding: np.ndarray  # (D,)
+    found_by: str = "detector"  # Immich's detection as is; the library's own passes name themselves
 
 
 class Engine:

@@ -58,7 +58,8 @@ def detect_faces_with_fallback(engine: Engine, name: str, image: ImageInput, min
         embeddings = recognizer.embed_faces(bgr, {**found, "landmarks": landmarks})
         limits = np.array([width, height, width, height], dtype=np.float32)
         return [
-            Face(box=np.clip(box, 0, limits).round(), score=float(score), landmarks=marks, embedding=embedding)
+            Face(box=np.clip(box, 0, limits).round(), score=float(score), landmarks=marks, embedding=embedding,
+                 found_by="padded")
             for box, score, marks, embedding in zip(boxes, found["scores"], landmarks, embeddings)
         ]
     return []

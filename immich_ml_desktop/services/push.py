@@ -40,6 +40,7 @@ class LocalFace:
     asset_id: str
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in preview pixels
     image_size: tuple[int, int] | None = None  # (width, height) of the preview the box refers to
+    found_by: str = "detector"  # Immich's own detection finds it too; another pass: Immich never does
 
 
 @dataclass
@@ -65,7 +66,7 @@ def reviewed_people(people: Any, include_unreviewed: bool = False) -> list[Revie
                 continue
             asset = people.store.asset(face.asset_id)
             size = (asset.width, asset.height) if asset is not None and asset.width else None
-            faces.append(LocalFace(face.asset_key, tuple(face.box), size))
+            faces.append(LocalFace(face.asset_key, tuple(face.box), size, face.found_by))
         if faces:
             found.append(ReviewedPerson(group.name or "", faces, hidden=group.hidden, label=f"group {group.id}"))
     return found
@@ -213,7 +214,7 @@ class PushPlan:
         """The plan in words, one line per person, then totals."""
         lines = []
         for p in self.summary:
-            if not p["matched"]:
+            if not p["matched"] and not p.get("add_faces"):
                 where = (f"{p['not_visible']} on assets this API key cannot see (deleted in Immich, or another user's)"
                          if p.get("not_visible") == p["faces"] else
                          "Immich has no face there yet: run its Face Detection job (or `immich send`), then push again")
@@ -224,6 +225,8 @@ class PushPlan:
             else:
                 action = "use existing " + (f"'{p['target_name']}'" if p["target_name"] else f"unnamed person {str(p['target'])[:8]}")
             extra = [f"{p['reassign']} faces to assign"]
+            if p.get("add_faces"):
+                extra.append(f"{p['add_faces']} faces Immich did not find to add")
             if p["merge"]:
                 merged = len(p["merge"])
                 names = ", ".join(n or "unnamed" for n in p["merge"])
@@ -269,7 +272,12 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
     claimed: set[str] = set()  # Immich people already chosen as some group's person, or merged
 
     for index, person in enumerate(people):
-        matched, unmatched, not_visible = _match_group(client, person, remote_faces, match_iou)
+        matched, missed, not_visible = _match_group(client, person, remote_faces, match_iou)
+        # Faces only the library's own passes found (a face filling the frame: the padded pass), which Immich's
+        # detector never finds, are added to Immich as the group's, where the preview's size places them. A
+        # face Immich's detection would find (`detector`) and Immich lacks waits for Immich's face detection.
+        addable = [f for f in missed if f.found_by != "detector" and f.image_size and f.image_size[0] and f.image_size[1]]
+        unmatched = len(missed)
         for face in matched:
             if face["person"]:
                 immich_people.saw(face["person"])
@@ -278,12 +286,13 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
         ref = target or f"new:{index}"
         entry: dict[str, Any] = {
             "name": person.name, "label": person.label, "faces": len(person.faces), "matched": len(matched),
-            "unmatched": unmatched, "not_visible": not_visible, "create": target is None and bool(matched),
+            "unmatched": unmatched - len(addable), "not_visible": not_visible, "add_faces": len(addable),
+            "create": target is None and bool(matched or addable),
             "target": target, "target_name": immich_people.get(target)["name"] if target else person.name,
             "merge": [], "reassign": 0, "rename": False, "hide": False,
         }
         summary.append(entry)
-        if not matched:
+        if not matched and not addable:
             continue  # nothing of this group is in Immich: do not create an empty person
         claimed.add(ref)
         if target is None:
@@ -315,6 +324,9 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
             steps.append({"kind": "reassign_face", "face": face["id"], "asset": face["assetId"], "to": ref,
                           "name": person.name, "from": owner})
             entry["reassign"] += 1
+        for face in addable:
+            steps.append({"kind": "create_face", "asset": face.asset_id, "person": ref, "name": person.name,
+                          "box": [round(v) for v in face.box], "image": list(face.image_size), "face": None})
         if target is None and not person.name:  # its faces are on it now: drop the push's own name
             steps.append({"kind": "update_person", "person": ref, "set": {"name": ""}, "old": {"name": step["temp_name"]}})
 
@@ -364,14 +376,15 @@ class ImmichPeople:
 
 
 def _match_group(client: ImmichClient, person: ReviewedPerson, cache: dict[str, list[dict[str, Any]] | None],
-                 match_iou: float) -> tuple[list[dict[str, Any]], int, int]:
-    """(the Immich faces matching the group's faces, each with its `assetId`; how many of the group's faces
-    found none; how many are on assets this key cannot see: deleted, or another user's)."""
+                 match_iou: float) -> tuple[list[dict[str, Any]], list[LocalFace], int]:
+    """(the Immich faces matching the group's faces, each with its `assetId`; the group's faces that match
+    none; how many are on assets this key cannot see: deleted, or another user's)."""
     by_asset: dict[str, list[LocalFace]] = {}
     for face in person.faces:
         by_asset.setdefault(face.asset_id, []).append(face)
     matched: list[dict[str, Any]] = []
-    unmatched = not_seen = 0
+    missed: list[LocalFace] = []
+    not_seen = 0
     for asset_id, faces in by_asset.items():
         if asset_id not in cache:
             try:
@@ -385,9 +398,9 @@ def _match_group(client: ImmichClient, person: ReviewedPerson, cache: dict[str, 
             not_seen += len(faces)
             continue
         pairs = match_faces(faces, remote, match_iou)
-        unmatched += len(faces) - len(pairs)
+        missed += [f for i, f in enumerate(faces) if i not in pairs]
         matched += [{**pairs[i], "assetId": asset_id} for i in sorted(pairs)]
-    return matched, unmatched, not_seen
+    return matched, missed, not_seen
 
 
 def _target(person: ReviewedPerson, owners: Counter[str], immich_people: ImmichPeople,
@@ -434,7 +447,10 @@ class PushRun:
 
     def _check_key(self) -> None:
         """Refuse before the first write rather than stop halfway for want of a permission."""
-        lacks = self.client.check_key().missing.get("push people")
+        missing = self.client.check_key().missing
+        lacks = list(missing.get("push people", []))
+        if any(s["kind"] == "create_face" for s in self.plan.steps):
+            lacks += [p for p in missing.get("add missed faces", []) if p not in lacks]
         if lacks:
             raise ImmichPermissionError(
                 f"The API key lacks {', '.join(lacks)}, needed to push people; nothing was changed. "
@@ -520,6 +536,24 @@ class PushRun:
     def _do_reassign_face(self, step: dict[str, Any], resumed: bool) -> None:
         self.client.reassign_face(step["face"], self._id(step["to"]))
 
+    def _do_create_face(self, step: dict[str, Any], resumed: bool) -> None:
+        # After an interruption the face may be there already: Immich answers a create with nothing, so
+        # the face is found again by its place (and person) on the asset, before and after the create.
+        if resumed and self._find_face(step):
+            return
+        self.client.create_face(step["asset"], self._id(step["person"]), tuple(step["box"]), tuple(step["image"]))
+        if not self._find_face(step):
+            raise ImmichError(f"Immich took the face on asset {step['asset']} but does not show it.")
+
+    def _find_face(self, step: dict[str, Any]) -> bool:
+        person = self._id(step["person"])
+        for face in self.client.faces(step["asset"]):
+            if (face.get("sourceType") == "manual" and face["person"] and face["person"]["id"] == person
+                    and all(abs(a - b) <= 1 for a, b in zip(immich_box(face), step["box"]))):
+                self.plan.record(step, face=face["id"])
+                return True
+        return False
+
     # -- revert ---------------------------------------------------------------------------------
 
     def revert(self) -> PushPlan:
@@ -544,6 +578,13 @@ class PushRun:
                     deferred = True
                 else:
                     self.client.reassign_face(step["face"], self._restored(step["from"]))
+            elif kind == "create_face":
+                if step.get("face") or self._find_face(step):
+                    try:
+                        self.client.delete_face(step["face"])
+                    except ImmichError as e:
+                        if e.status not in (400, 404):  # gone already (deleted in Immich, or a retried delete)
+                            raise
             elif kind == "merge_people":
                 self._unmerge(step)
             elif kind == "update_person":
@@ -606,6 +647,8 @@ def describe_step(step: dict[str, Any]) -> str:
         return "leave the new person unnamed (drop the push's temporary name)"
     if kind == "update_person":
         return f"update person {str(step['person'])[:8]}: " + ", ".join(f"{k} {v!r}" for k, v in step["set"].items())
+    if kind == "create_face":
+        return f"add a face Immich did not find on asset {step['asset'][:8]} to '{step['name']}'"
     if kind == "merge_people":
         source = f"'{step['source_name']}'" if step["source_name"] else f"unnamed person {step['source'][:8]}"
         return f"merge {source} into '{step['name']}'"
