@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from _ui_helpers import finish_background_work, make_window, ui_settings, wait_until  # noqa: F401 - fixture
-from conftest import FACE_PACK
+from conftest import CLIP_PACK, FACE_PACK
 from fake_immich import FakeImmich
 
 FACE_PHOTOS = {"face_recognition/examples/obama.jpg": "Barack Obama", "face_recognition/examples/obama2.jpg": "Barack Obama",
@@ -108,3 +108,42 @@ def test_server_page_registers_and_starts_jobs(qtbot, tmp_path: Path, models_dir
     page.unregister_button.click()
     wait_until(qtbot, lambda: page.immich_label.text().startswith("Unregistered"), timeout=15)
     assert not any(u.endswith(":3999") for u in immich.config["machineLearning"]["urls"])
+
+
+def test_send_to_immich_answers_its_jobs_from_the_library_and_puts_the_urls_back(
+        qtbot, tmp_path: Path, models_dir: Path, immich: FakeImmich) -> None:
+    """The window's Send: index from Immich (the answers go into the answer cache), start the server,
+    Send to Immich: Immich's workers get every answer from the library, and its ML URLs come back."""
+    ml = immich.config["machineLearning"]
+    ml["clip"]["modelName"], ml["facialRecognition"]["modelName"] = CLIP_PACK, FACE_PACK
+    before = list(ml["urls"])
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    window = make_window(qtbot, ui_settings(tmp_path, models_dir, immich_url=immich.url, server_port=port),
+                         tmp_path / "w.ini")
+    window.context.immich_key = immich.admin_key
+    library = window.page("Library")
+    library.immich_button.click()
+    wait_until(qtbot, lambda: library.last_summary is not None, timeout=60)
+    window.show_page("Server")
+    page = window.page("Server")
+    wait_until(qtbot, lambda: page.send_button.isEnabled())  # once the connection is known
+    page.send_button.click()  # no server yet: told to start it, nothing changed in Immich
+    wait_until(qtbot, lambda: page.message.isVisible())
+    assert "Start the server first" in page.message.text() and immich.config["machineLearning"]["urls"] == before
+    page.start_button.click()
+    wait_until(qtbot, lambda: page.server is not None, timeout=30)
+    wait_until(qtbot, lambda: page.send_button.isEnabled())
+    stop = immich.start_ml_workers()
+    try:
+        page.send_button.click()
+        wait_until(qtbot, lambda: page.send_job is None and "Sent:" in page.immich_label.text(), timeout=120)
+    finally:
+        stop()
+    assert f"Sent: {2 * len(FACE_PHOTOS)} answers from the library, 0 computed, 0 errors" in page.immich_label.text()
+    assert immich.config["machineLearning"]["urls"] == before
+    assert set(immich.ml_answers["smartSearch"]) == set(immich.assets) == set(immich.ml_answers["faceDetection"])
+    page.start_button.click()

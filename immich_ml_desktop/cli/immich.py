@@ -336,16 +336,7 @@ def run_send(args: argparse.Namespace) -> int:
             print("Immich's ML URLs are back as they were: " + ", ".join(urls))
             return 0
         with open_library(settings) as store:
-            kinds = []
-            if settings.clip_model in store.clip_models():
-                kinds.append("clip")
-            if store.stats(face_model=settings.face_model)["indexed"]:
-                kinds.append("faces")
-            if "ocr" in store.result_counts():
-                kinds.append("ocr")
-        if not kinds:
-            raise InvalidInputError(f"The library {settings.library_path} holds nothing of {settings.clip_model} or "
-                                    f"{settings.face_model} to send: index this server first with `immich index`.")
+            kinds = send.library_kinds(store, settings.clip_model, settings.face_model)
         warnings = send.differences(immich_ml.read_ml_config(client), settings.clip_model, settings.face_model,
                                     settings.face_min_score)
         with contextlib.ExitStack() as stack:

@@ -130,6 +130,21 @@ class SendSummary:
         return asdict(self)
 
 
+def library_kinds(store: Any, clip_model: str, face_model: str) -> list[str]:
+    """What a library holds to send: CLIP vectors of `clip_model`, faces of `face_model`, OCR results."""
+    kinds = []
+    if clip_model in store.clip_models():
+        kinds.append("clip")
+    if store.stats(face_model=face_model)["indexed"]:
+        kinds.append("faces")
+    if "ocr" in store.result_counts():
+        kinds.append("ocr")
+    if not kinds:
+        raise InvalidInputError(f"The library {store.path} holds nothing of {clip_model} or {face_model} to send: "
+                                "index the Immich server first (`immich index`, or Index on the Library page with Immich as the source).")
+    return kinds
+
+
 def differences(ml: MlConfig, clip_model: str | None, face_model: str | None, face_min_score: float) -> list[str]:
     """Where Immich will ask for other models or options than the library was indexed with: those answers
     are computed, not sent from the library."""

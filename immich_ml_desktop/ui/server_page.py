@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 from immich_ml_desktop.ui.workers import describe_error, run_task
 from immich_ml_desktop.ui.widgets import Page, label
 
-JOBS = ("smartSearch", "faceDetection")  # Immich's jobs that call the ML service first
+JOBS = ("smartSearch", "faceDetection", "ocr")  # Immich's jobs that call the ML service
 ROUTE_WORDS = {"local": "on this machine", "forward": "handed on", "unavailable": "not served"}
 ROUTE_TIPS = {"local": "Answered by this machine's models", "forward": "Handed on to the forward URL",
               "unavailable": "Answered with an error that names the task: nothing here serves it"}
@@ -176,8 +176,15 @@ class ServerPage(Page):
         self.jobs_button = QPushButton("Start &jobs")
         self.jobs_button.setToolTip("Start Immich's Smart Search and Face Detection jobs for assets that miss them")
         self.jobs_button.clicked.connect(lambda: self.immich_action("jobs"))
+        self.send_button = QPushButton("Send to &Immich")
+        self.send_button.setToolTip("Get what the library computed for this Immich server into Immich: its Smart Search "
+                                    "and Face Detection jobs are answered from the library through this server, then "
+                                    "Immich's ML URLs are put back (admin key)")
+        self.send_button.clicked.connect(self.toggle_send)
+        self.send_job = None
         self.immich_label = label(NOT_CONNECTED, "hint")
-        for b in (self.register_button, self.unregister_button, self.jobs_button):
+        self.immich_label.setWordWrap(True)
+        for b in (self.register_button, self.unregister_button, self.jobs_button, self.send_button):
             immich_row.addWidget(b)
             b.setEnabled(False)  # until a connection is known
         immich_row.addWidget(self.immich_label, 1)
@@ -303,6 +310,8 @@ class ServerPage(Page):
         self.context.job_finished.emit("server", f"The ML server could not start: {describe_error(error)}", True)
 
     def stop(self) -> None:
+        if self.send_job is not None:
+            self.send_job.cancel()  # Immich's URLs go back before this server goes away
         server, self.server = self.server, None
         self.timer.stop()
         self._busy("Stopping…")
@@ -432,7 +441,7 @@ class ServerPage(Page):
         run_task(has_key, on_done=self._show_connection, network=True)
 
     def _show_connection(self, connected: bool) -> None:
-        for b in (self.register_button, self.unregister_button, self.jobs_button):
+        for b in (self.register_button, self.unregister_button, self.jobs_button, self.send_button):
             b.setEnabled(connected)
         if not connected:
             self.immich_label.setText(NOT_CONNECTED)
@@ -456,8 +465,9 @@ class ServerPage(Page):
                 if what == "unregister":
                     urls, changed = immich_ml.unregister_url(client, ml_url)
                     return ("Unregistered" if changed else f"{ml_url} was not registered") + "; ML URLs: " + ", ".join(urls)
-                immich_ml.start_jobs(client, list(JOBS))
-                return "Jobs started. " + self._queue_text(immich_ml.queue_counts(client, JOBS))
+                jobs = self._jobs(immich_ml.read_ml_config(client))
+                immich_ml.start_jobs(client, jobs)
+                return "Jobs started. " + self._queue_text(immich_ml.queue_counts(client, tuple(jobs)))
 
         def done(text: str) -> None:
             self.immich_label.setText(text)
@@ -471,7 +481,8 @@ class ServerPage(Page):
         parts = []
         for c in counts:
             eta, rate = self.queue_watch.eta(c), self.queue_watch.rate(c)
-            text = f"{c.name}: {c.waiting} waiting, {c.active} active, {c.completed} done"
+            # Immich 3.1 counts no finished job: "done" is what left the queue while this page watched.
+            text = f"{c.name}: {c.waiting} waiting, {c.active} active, {self.queue_watch.done(c)} done"
             if rate:
                 text += f", {rate:.1f}/s"
             if eta:
@@ -485,7 +496,7 @@ class ServerPage(Page):
             from immich_ml_desktop.services import immich_ml
 
             with self.context.immich_client() as client:
-                counts = immich_ml.queue_counts(client, JOBS)
+                counts = immich_ml.queue_counts(client, tuple(self._jobs(immich_ml.read_ml_config(client))))
             return self._queue_text(counts), all(c.remaining == 0 for c in counts)
 
         def show(result) -> None:
@@ -498,7 +509,75 @@ class ServerPage(Page):
         run_task(read, on_done=show, on_error=lambda e: (self.queue_timer.stop(), self.message.show_error(e)),
                  network=True)
 
+    @staticmethod
+    def _jobs(ml) -> list[str]:
+        """The ML jobs Immich has switched on (OCR only where it is)."""
+        on = {"smartSearch": ml.clip_enabled, "faceDetection": ml.faces_enabled, "ocr": ml.ocr_enabled}
+        return [job for job in JOBS if on[job]]
+
+    # Send to Immich ---------------------------------------------------------------------------------
+    def toggle_send(self) -> None:
+        if self.send_job is not None:
+            self.send_job.cancel()
+            self.send_button.setEnabled(False)
+            self.immich_label.setText("Stopping; putting Immich's ML URLs back…")
+            return
+        server = self.server
+        if server is None:
+            self.message.show_error("Start the server first: Immich sends its requests to it, and it answers them "
+                                    "from the library.")
+            return
+        settings = self.context.settings
+        self.immich_label.setText("Sending…")
+        self.send_button.setText("Stop &sending")
+
+        def send(progress) -> object:
+            from immich_ml_desktop.services import immich_ml
+            from immich_ml_desktop.services import send as sending
+
+            kinds = sending.library_kinds(self.context.library(), settings.clip_model, settings.face_model)
+            with self.context.immich_client() as client:
+                notes = sending.differences(immich_ml.read_ml_config(client), settings.clip_model, settings.face_model,
+                                            settings.face_min_score)
+                ml_url = immich_ml.reachable_url(client.base_url, server.port, settings.server_host)
+                self.send_job = sending.SendJob(client, ml_url, kinds=kinds, stats=lambda: server.stats,
+                                                progress=progress, warnings=notes)
+                return self.send_job.run()
+
+        run_task(send, on_progress=self._send_progress, on_done=self._sent, on_error=self._send_failed, long_job=True)
+
+    def _send_progress(self, p) -> None:
+        parts = []
+        for q in p.queues:
+            text = f"{q.name}: {q.remaining} left, {q.done} done"
+            if q.per_second and q.remaining:
+                text += f", {q.per_second:.1f}/s"
+            if q.eta and q.remaining:
+                text += f", about {q.eta / 60:.0f} min left" if q.eta >= 90 else f", about {q.eta:.0f} s left"
+            parts.append(text)
+        self.immich_label.setText(f"Sending: {p.from_library} answers from the library, {p.computed} computed"
+                                  + (f", {p.errors} errors" if p.errors else "") + ". " + "; ".join(parts))
+
+    def _send_done(self) -> None:
+        self.send_job = None
+        self.send_button.setEnabled(True)
+        self.send_button.setText("Send to &Immich")
+
+    def _sent(self, summary) -> None:
+        self._send_done()
+        what = (f"{'Stopped' if summary.cancelled else 'Sent'}: {summary.from_library} answers from the library, "
+                f"{summary.computed} computed, {summary.errors} errors. Immich's ML URLs are back as they were.")
+        self.immich_label.setText(" ".join([what, *summary.warnings]))
+        self.context.job_finished.emit("immich-send", what, summary.cancelled or bool(summary.errors))
+
+    def _send_failed(self, error: BaseException) -> None:
+        self._send_done()
+        self.immich_label.setText("")
+        self.message.show_error(error)
+
     def shutdown(self) -> None:
+        if self.send_job is not None:
+            self.send_job.cancel()  # its run puts Immich's ML URLs back before it returns
         self.timer.stop()
         self.queue_timer.stop()
         if self.server is not None:
