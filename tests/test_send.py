@@ -82,6 +82,8 @@ def test_send_answers_immichs_jobs_from_the_library_and_puts_the_urls_back(fake,
 
 def test_other_options_in_immich_are_computed_and_said(fake, env, tmp_path, models_dir):
     cli(env, "immich", "index", *library_args(tmp_path, models_dir), "--no-clip")
+    held = cli(env, "stats", "--library", str(tmp_path / "library.sqlite3")).stdout
+    assert f"answer cache {len(PHOTOS)} answers for Immich's requests ({len(PHOTOS)} from indexing)" in held
     fake.config["machineLearning"]["facialRecognition"]["minScore"] = 0.6
     stop = fake.start_ml_workers()
     try:

@@ -86,12 +86,18 @@ def test_clear_caches_frees_the_derived_files_and_keeps_the_rest(qtbot, tmp_path
         path.write_bytes(b"x" * size)
     settings = ui_settings(tmp_path, models_dir)
     window = make_window(qtbot, settings, tmp_path / "w.ini")
+    answers = window.context.answers()  # open, as the running server would hold it
+    answers.put("ab" * 32, "entries", b'{"clip":"[0.5]"}', origin="index")
     library = Path(settings.library_path)
     page = window.page("Settings")
     window.show_page("Settings")
     page.clear_button.click()
     wait_until(qtbot, lambda: page.clear_button.isEnabled() and page.message.isVisible())
     assert page.message.text().startswith("Caches cleared: 1.0 MB freed"), page.message.text()
+    assert "1 answers kept for Immich's requests were dropped" in page.message.text()
+    assert answers.stats().answers == 0 and answers.path.is_file()  # emptied in place, still usable
+    answers.put("cd" * 32, "entries", b"{}")
+    assert answers.get("cd" * 32, "entries") == b"{}"
     assert not any(p.exists() for p in derived)
     assert (cache / "openvino-cache").is_dir()  # the folders stay for the engine that writes there next
     assert kept_models.read_bytes() == b"x" * 5_000

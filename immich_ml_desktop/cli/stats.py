@@ -16,6 +16,23 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _answer_cache(max_mb: int) -> dict[str, Any] | None:
+    """What the answer cache holds (`immich send` answers Immich from it), without creating it."""
+    from immich_ml_desktop.paths import answer_cache_path
+    from immich_ml_desktop.server.answer_cache import AnswerCache
+
+    path = answer_cache_path()
+    if max_mb <= 0 or not path.is_file():
+        return None
+    cache = AnswerCache(path, max_bytes=max_mb * 2**20)
+    try:
+        held = cache.stats()
+    finally:
+        cache.close()
+    return {"answers": held.answers, "index": held.by_origin.get("index", 0), "bytes": held.bytes,
+            "max_bytes": held.max_bytes, "path": str(path)}
+
+
 def run(args: argparse.Namespace) -> int:
     from immich_ml_desktop.library.store import LibraryStore
 
@@ -31,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
         ]
         results = store.result_counts()  # other tasks (a model class's own, OCR): assets with a result per model
         models = {"clip": store.clip_models(), "faces": store.face_models(), **{t: sorted(m) for t, m in results.items()}}
+    answers = _answer_cache(settings_from_args(args).answer_cache_mb)
     if args.json:
-        print_json({**counts, "results": results, "models": models, "failures": failures, "library": str(path)})
+        print_json({**counts, "results": results, "models": models, "failures": failures, "library": str(path),
+                    "answer_cache": answers})
         return 0
     print(f"library  {path}")
     for key, value in counts.items():
@@ -41,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{task} results: " + ", ".join(f"{n} ({model})" for model, n in per_model.items()))
     for task, names in models.items():
         print(f"{task} models: {', '.join(names) or '-'}")
+    if answers:
+        print(f"answer cache {answers['answers']} answers for Immich's requests ({answers['index']} from indexing), "
+              f"{answers['bytes'] / 2**20:.0f} of {answers['max_bytes'] / 2**20:.0f} MB, {answers['path']} "
+              "(clearing it loses only time)")
     seen: set[str] = set()
     for f in failures:
         if f["path"] not in seen:  # one line per file, not per model

@@ -169,8 +169,8 @@ class SettingsPage(Page):
         self.download_button.clicked.connect(self.download_missing)
         self.clear_button = QPushButton("Clear cac&hes")
         self.clear_button.setToolTip(
-            "Delete what the app derived (compiled models, batch-axis copies, precision checks); they are rebuilt "
-            "when next needed. Models, the library and the settings are kept."
+            "Delete what the app derived (compiled models, batch-axis copies, precision checks, the answers kept for "
+            "Immich's requests); they are rebuilt when next needed. Models, the library and the settings are kept."
         )
         self.clear_button.clicked.connect(self.clear_caches)
         self.revert_button = QPushButton("&Revert")
@@ -368,10 +368,21 @@ class SettingsPage(Page):
         keep = [settings.model_cache_dir, *settings.extra_model_dirs, settings.library_path]
         self.clear_button.setEnabled(False)
 
+        def clear() -> tuple[int, list[str], int]:
+            # The answer cache may be open (the server answers from it): emptied in place, not deleted under it.
+            answers = self.context.answers()
+            dropped = 0
+            if answers is not None:
+                dropped = answers.clear()
+                keep.extend(answers.path.with_name(answers.path.name + extra) for extra in ("", "-wal", "-shm"))
+            return (*clear_derived_caches(keep), dropped)
+
         def done(result) -> None:
-            freed, kept = result
+            freed, kept, dropped = result
             self.clear_button.setEnabled(True)
             text = f"Caches cleared: {freed / 1e6:.1f} MB freed; what was in them is rebuilt when next needed."
+            if dropped:
+                text += f" {dropped} answers kept for Immich's requests were dropped (`immich index` makes them again)."
             if kept:
                 text += f" {len(kept)} item(s) in use were kept: {kept[0]}"
             self.message.show_note(text)
@@ -380,7 +391,7 @@ class SettingsPage(Page):
             self.clear_button.setEnabled(True)
             self.message.show_error(error)
 
-        run_task(clear_derived_caches, keep, on_done=done, on_error=failed)
+        run_task(clear, on_done=done, on_error=failed)
 
     # downloads --------------------------------------------------------------------------------------
     def _report_download(self, *args) -> None:
