@@ -165,7 +165,8 @@ def start_ours(port: int, cache: Path, logs: Path, work: Path, extra: list[str])
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     log = logs / "ours.log"
     cmd = [sys.executable, "-m", "immich_ml_desktop", "serve", "--port", str(port), "--cache-dir", str(cache),
-           "--model-ttl", "0", "--no-download", "--preload", CLIP_NAME, FACE_NAME, *extra]
+           "--model-ttl", "0", "--no-download", "--no-answer-cache",  # the same photo again and again: compute each
+           "--preload", CLIP_NAME, FACE_NAME, *extra]
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     return Server("ours", port, proc, log)
 

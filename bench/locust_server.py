@@ -65,7 +65,8 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve_cmd = [sys.executable, "-m", "immich_ml_desktop", "serve", "--port", str(port), "--device", args.device,
-                 "--precision", args.precision, "--no-download", "--preload", args.clip_model, args.face_model]
+                 "--precision", args.precision, "--no-download", "--no-answer-cache",  # repeated photos: compute each
+                 "--preload", args.clip_model, args.face_model]
     # serve takes one --cache-dir; further caches go in through a throw-away settings file
     config = Path(tempfile.mkdtemp())
     if args.cache_dir:
