@@ -38,6 +38,9 @@ def test_server_page_starts_serves_and_stops(qtbot, tmp_path: Path, models_dir: 
     loaded = [page.models_table.item(r, 0).text() for r in range(page.models_table.rowCount())]
     assert CLIP_PACK in loaded
     assert page.routes_table.rowCount() > 0
+    served_by = {page.routes_table.item(r, 0).text(): page.routes_table.item(r, 3).text()
+                 for r in range(page.routes_table.rowCount())}
+    assert served_by["CLIP image"] == "ClipVisualEncoder" and served_by["face detection"] == "FaceDetector"
 
     page.start_button.click()
     qtbot.waitUntil(lambda: page.start_button.isEnabled() and "Start" in page.start_button.text(), timeout=15000)

@@ -51,6 +51,7 @@ class TaskRow:
     route: str  # local | forward | unavailable
     present: bool  # its files are on disk (or ship with the app)
     source: str  # where its files come from
+    served_by: str = ""  # the model class that answers it here (and, if not built in, where it comes from)
 
 
 def model_source(model) -> str:
@@ -73,7 +74,7 @@ def model_source(model) -> str:
 
 def task_rows(engine, settings, forward_url: str) -> list[TaskRow]:
     """Every task Immich may send, the model it uses here and whether that model is on disk."""
-    from immich_ml_desktop.models.registry import served_tasks
+    from immich_ml_desktop.models.registry import BUILT_IN, model_classes, served_tasks
     from immich_ml_desktop.server.ml_server import IMMICH_TASKS
 
     local = set(served_tasks())
@@ -82,14 +83,16 @@ def task_rows(engine, settings, forward_url: str) -> list[TaskRow]:
     for task, model_type in IMMICH_TASKS:
         route = "local" if (task, model_type) in local else ("forward" if forward_url else "unavailable")
         name = names.get(task, "")
-        present, source = False, ""
+        present, source, served_by = False, "", ""
         if route == "local" and name:
             try:
                 model = engine.get_model(task, model_type, name, load=False)
                 present, source = model.cached, model_source(model)
+                origin = next((i.source for i in model_classes(task, model_type) if i.cls is type(model)), BUILT_IN)
+                served_by = type(model).__name__ + ("" if origin == BUILT_IN else f" ({origin})")
             except Exception as e:  # noqa: BLE001 - an unknown name: say so in the row
                 source = describe_error(e)
-        rows.append(TaskRow(task, model_type, name, route, present, source))
+        rows.append(TaskRow(task, model_type, name, route, present, source, served_by))
     return rows
 
 
@@ -197,9 +200,9 @@ class ServerPage(Page):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.models_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.routes_table = self._table(["Task", "Model", "Here", "Its files come from"])
+        self.routes_table = self._table(["Task", "Model", "Here", "Served by", "Its files come from"])
         self.routes_table.horizontalHeader().setStretchLastSection(False)
-        self.routes_table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.routes_table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.routes_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         models_group = QGroupBox("Models loaded")
         QVBoxLayout(models_group).addWidget(self.models_table)
@@ -380,7 +383,8 @@ class ServerPage(Page):
                 tip = ("Missing: downloaded on the first request (downloads are allowed in Settings)"
                        if self.context.settings.allow_downloads else
                        "Missing: requests fail until it is downloaded (Download missing models, or Enter here)")
-            values = (task_words(row.task, row.model_type), row.model, here, row.source if row.route == "local" else "")
+            values = (task_words(row.task, row.model_type), row.model, here, row.served_by,
+                      row.source if row.route == "local" else "")
             for c, value in enumerate(values):
                 item = QTableWidgetItem(value)
                 item.setToolTip(tip if c == 2 else value)
@@ -388,11 +392,11 @@ class ServerPage(Page):
                     item.setForeground(Qt.GlobalColor.darkRed)
                 self.routes_table.setItem(r, c, item)
         missing = self.missing_models()
-        if missing:
-            self.missing_label.setText(
-                "Missing: " + "; ".join(f"{name} (from {source})" for name, source in missing.items()))
-        else:
-            self.missing_label.setText("")
+        from immich_ml_desktop.models.registry import plugin_problems
+
+        problems = plugin_problems()  # a model package that failed to load: its tasks are not served
+        text = "Missing: " + "; ".join(f"{name} (from {source})" for name, source in missing.items()) if missing else ""
+        self.missing_label.setText("  ".join(filter(None, [text, *(f"Not loaded: {p}" for p in problems)])))
         self.fetch_button.setVisible(bool(missing))
 
     def missing_models(self) -> dict[str, str]:
