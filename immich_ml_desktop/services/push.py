@@ -145,8 +145,10 @@ class PushPlan:
     # -- persistence ----------------------------------------------------------------------------
 
     @property
-    def journal_path(self) -> Path | None:
-        return self.path.with_suffix(".journal") if self.path else None
+    def journal_path(self) -> Path:
+        if self.path is None:
+            raise InvalidInputError("Save the push plan before applying it, so that it can be undone.")
+        return self.path.with_suffix(".journal")
 
     def save(self, path: Path | str) -> Path:
         """Write the plan (once) and start its journal; everything after goes through `record`."""
@@ -157,8 +159,6 @@ class PushPlan:
         return self.path
 
     def _append(self, entry: dict[str, Any]) -> None:
-        if self.path is None:
-            raise InvalidInputError("Save the push plan before applying it, so that it can be undone.")
         with open(self.journal_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()
@@ -324,9 +324,9 @@ def build_plan(client: ImmichClient, people: Iterable[ReviewedPerson], *, match_
             steps.append({"kind": "reassign_face", "face": face["id"], "asset": face["assetId"], "to": ref,
                           "name": person.name, "from": owner})
             entry["reassign"] += 1
-        for face in addable:
-            steps.append({"kind": "create_face", "asset": face.asset_id, "person": ref, "name": person.name,
-                          "box": [round(v) for v in face.box], "image": list(face.image_size), "face": None})
+        for local in addable:
+            steps.append({"kind": "create_face", "asset": local.asset_id, "person": ref, "name": person.name,
+                          "box": [round(v) for v in local.box], "image": list(local.image_size or ()), "face": None})
         if target is None and not person.name:  # its faces are on it now: drop the push's own name
             steps.append({"kind": "update_person", "person": ref, "set": {"name": ""}, "old": {"name": step["temp_name"]}})
 
@@ -457,8 +457,9 @@ class PushRun:
                 "Edit the key in Immich (Account Settings > API Keys) to grant them."
             )
 
-    def _id(self, ref: str | None) -> str | None:
-        return self.plan.refs.get(ref, ref) if ref and ref.startswith("new:") else ref
+    def _id(self, ref: str) -> str:
+        """An Immich person id: a person this push created (`new:N`) by the id it got."""
+        return self.plan.refs.get(ref, ref) if ref.startswith("new:") else ref
 
     # -- apply ----------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QGuiApplication
@@ -25,6 +26,10 @@ from PySide6.QtWidgets import (
 
 from immich_ml_desktop.ui.workers import describe_error, run_task
 from immich_ml_desktop.ui.widgets import Page, label
+
+if TYPE_CHECKING:
+    from immich_ml_desktop.server.ml_server import MlServer
+    from immich_ml_desktop.services.send import SendJob
 
 JOBS = ("smartSearch", "faceDetection", "ocr")  # Immich's jobs that call the ML service
 ROUTE_WORDS = {"local": "on this machine", "forward": "handed on", "unavailable": "not served"}
@@ -109,7 +114,7 @@ class ServerPage(Page):
             parent,
         )
         self.context = context
-        self.server = None
+        self.server: MlServer | None = None
         s = context.settings
 
         form = QFormLayout()
@@ -184,7 +189,7 @@ class ServerPage(Page):
                                     "and Face Detection jobs are answered from the library through this server, then "
                                     "Immich's ML URLs are put back (admin key)")
         self.send_button.clicked.connect(self.toggle_send)
-        self.send_job = None
+        self.send_job: SendJob | None = None
         self.immich_label = label(NOT_CONNECTED, "hint")
         self.immich_label.setWordWrap(True)
         for b in (self.register_button, self.unregister_button, self.jobs_button, self.send_button):
@@ -224,7 +229,7 @@ class ServerPage(Page):
         tables.addWidget(tasks_group, 1)
         self.body.addLayout(tables, 1)
         self.task_rows: list[TaskRow] = []
-        context.settings_changed.connect(lambda _s: (self.refresh_tasks(), self.refresh_connection()))
+        context.settings_changed.connect(self._settings_changed)
 
         from immich_ml_desktop.services.immich_ml import QueueWatch
 
@@ -235,6 +240,10 @@ class ServerPage(Page):
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
         self.timer.timeout.connect(self.refresh)
+        self.refresh_connection()
+
+    def _settings_changed(self, _settings) -> None:
+        self.refresh_tasks()
         self.refresh_connection()
 
     @staticmethod
@@ -316,6 +325,8 @@ class ServerPage(Page):
         if self.send_job is not None:
             self.send_job.cancel()  # Immich's URLs go back before this server goes away
         server, self.server = self.server, None
+        if server is None:
+            return
         self.timer.stop()
         self._busy("Stopping…")
         run_task(server.stop, on_done=lambda _r: self._stopped(), on_error=self._failed)
@@ -478,7 +489,11 @@ class ServerPage(Page):
             if what == "jobs":
                 self.queue_timer.start()
 
-        run_task(act, on_done=done, on_error=lambda e: (self.immich_label.setText(""), self.message.show_error(e)),
+        def failed(error: BaseException) -> None:
+            self.immich_label.setText("")
+            self.message.show_error(error)
+
+        run_task(act, on_done=done, on_error=failed,
                  network=True)
 
     def _queue_text(self, counts) -> str:
@@ -510,7 +525,11 @@ class ServerPage(Page):
                 self.queue_timer.stop()
                 self.context.job_finished.emit("immich-jobs", "Immich's Smart Search and Face Detection jobs are done", False)
 
-        run_task(read, on_done=show, on_error=lambda e: (self.queue_timer.stop(), self.message.show_error(e)),
+        def failed(error: BaseException) -> None:
+            self.queue_timer.stop()
+            self.message.show_error(error)
+
+        run_task(read, on_done=show, on_error=failed,
                  network=True)
 
     @staticmethod
@@ -544,9 +563,9 @@ class ServerPage(Page):
                 notes = sending.differences(immich_ml.read_ml_config(client), settings.clip_model, settings.face_model,
                                             settings.face_min_score)
                 ml_url = immich_ml.reachable_url(client.base_url, server.port, settings.server_host)
-                self.send_job = sending.SendJob(client, ml_url, kinds=kinds, stats=lambda: server.stats,
-                                                progress=progress, warnings=notes)
-                return self.send_job.run()
+                job = self.send_job = sending.SendJob(client, ml_url, kinds=kinds, stats=lambda: server.stats,
+                                                      progress=progress, warnings=notes)
+                return job.run()
 
         run_task(send, on_progress=self._send_progress, on_done=self._sent, on_error=self._send_failed, long_job=True)
 
