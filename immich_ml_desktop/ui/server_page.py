@@ -205,9 +205,14 @@ class ServerPage(Page):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.models_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.routes_table = self._table(["Task", "Model", "Here", "Served by", "Its files come from"])
-        self.routes_table.horizontalHeader().setStretchLastSection(False)
-        self.routes_table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.routes_table = self._table(["Task", "Model", "Here", "Served by", "Files come from"])
+        routes_header = self.routes_table.horizontalHeader()
+        routes_header.setStretchLastSection(False)
+        for column, mode in enumerate((QHeaderView.ResizeMode.ResizeToContents, QHeaderView.ResizeMode.Stretch,
+                                       QHeaderView.ResizeMode.ResizeToContents, QHeaderView.ResizeMode.Stretch,
+                                       QHeaderView.ResizeMode.Stretch)):
+            routes_header.setSectionResizeMode(column, mode)  # the long ones share the width, elided in the middle
+        self.routes_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.routes_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         models_group = QGroupBox("Models loaded")
         QVBoxLayout(models_group).addWidget(self.models_table)
@@ -225,8 +230,8 @@ class ServerPage(Page):
         fetch_row.addWidget(self.missing_label, 1)
         fetch_row.addWidget(self.fetch_button)
         tasks_layout.addLayout(fetch_row)
-        tables.addWidget(models_group, 1)
-        tables.addWidget(tasks_group, 1)
+        tables.addWidget(models_group, 2)
+        tables.addWidget(tasks_group, 3)  # five columns, two of them long
         self.body.addLayout(tables, 1)
         self.task_rows: list[TaskRow] = []
         context.settings_changed.connect(self._settings_changed)
@@ -552,7 +557,7 @@ class ServerPage(Page):
             return
         settings = self.context.settings
         self.immich_label.setText("Sending…")
-        self.send_button.setText("Stop &sending")
+        self.send_button.setText("Stop send&ing")
 
         def send(progress) -> object:
             from immich_ml_desktop.services import immich_ml
