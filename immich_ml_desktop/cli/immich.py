@@ -366,9 +366,10 @@ def run_send(args: argparse.Namespace) -> int:
         print_json(summary.to_dict())
         return 1 if summary.cancelled else 0
     done = ", ".join(f"{name} {n}" for name, n in summary.done.items())
+    counts = (f"{summary.from_library} answers from the library, {summary.computed} computed, {summary.errors} errors"
+              if summary.counted else "the server there counts what it answered from the library")
     print(("cancelled" if summary.cancelled else "sent") + f" in {_duration(summary.seconds)} through {summary.ml_url}: "
-          f"{summary.from_library} answers from the library, {summary.computed} computed, {summary.errors} errors"
-          + (f" ({done} jobs done)" if done else ""))
+          + counts + (f" ({done} jobs done)" if done else ""))
     for note in summary.warnings:
         print(f"note: {note}")
     print("Immich's ML URLs are back as they were: " + ", ".join(summary.urls_restored))

@@ -124,6 +124,7 @@ class SendSummary:
     seconds: float
     cancelled: bool
     done: dict[str, int] = field(default_factory=dict)  # queue -> jobs finished while we watched
+    counted: bool = True  # False: the ML server runs elsewhere, its own page has the hits and computed answers
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,7 +256,7 @@ class SendJob:
             server=self.client.base_url, ml_url=self.ml_url, jobs=jobs, urls_restored=restored,
             from_library=from_library, computed=computed, errors=errors,
             seconds=round(time.monotonic() - started, 2), cancelled=self.cancelled,
-            done={c.name: watch.done(c) for c in counts}, warnings=self.warnings,
+            done={c.name: watch.done(c) for c in counts}, warnings=self.warnings, counted=self.stats is not None,
         )
 
     def _report(self, state: str, counts: list[QueueCounts], watch: QueueWatch, base: tuple[int, int, int],
