@@ -167,3 +167,18 @@ def test_faces_are_never_forced(fake, env, tmp_path, models_dir):
     assert out["from_library"] == len(PHOTOS)  # the CLIP answers only
     assert fake.ml_answers["faceDetection"] == {}  # a forced start would have queued every asset again
     assert set(fake.ml_answers["smartSearch"]) == set(fake.assets)
+
+
+def test_a_key_that_is_not_an_admins_or_ml_switched_off_changes_nothing(fake, env, tmp_path, models_dir):
+    cli(env, "immich", "index", *library_args(tmp_path, models_dir), "--no-faces")
+    user = fake.add_user("Kim")
+    user_key = fake.add_key(["all"], user)
+    out = cli({**env, "IMMICH_API_KEY": user_key}, "immich", "send", *library_args(tmp_path, models_dir), check=False)
+    assert out.returncode != 0 and "admin account" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    fake.config["machineLearning"]["enabled"] = False
+    out = cli(env, "immich", "send", *library_args(tmp_path, models_dir), check=False)
+    assert out.returncode != 0 and "Machine learning is switched off in Immich" in out.stderr
+    assert fake.config["machineLearning"]["urls"] == IMMICH_OWN
+    assert not (tmp_path / "config" / "send-state.json").exists()
+    assert "nothing to restore" in cli(env, "immich", "send", "--restore").stdout

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from immich_ml_desktop.errors import InvalidInputError
+from immich_ml_desktop.errors import ImmichPermissionError, InvalidInputError
 from immich_ml_desktop.immich.client import ImmichClient
 from immich_ml_desktop.paths import config_dir
 from immich_ml_desktop.services import immich_ml
@@ -206,8 +206,18 @@ class SendJob:
         s = self.stats()
         return s.from_cache, s.requests - s.from_cache - s.errors - s.forwarded, s.errors
 
+    def _check_key(self) -> None:
+        """Refuse before anything changes in Immich: changing its ML URLs and starting its jobs needs an admin."""
+        missing = self.client.check_key().missing
+        lacks = list(dict.fromkeys(missing.get("register ML URL", []) + missing.get("run ML jobs", [])))
+        if lacks:
+            raise ImmichPermissionError(
+                f"Sending needs an admin's API key that may change Immich's ML settings and start its jobs; this key "
+                f"lacks {', '.join(lacks)}. Nothing was changed.")
+
     def run(self) -> SendSummary:
         started = time.monotonic()
+        self._check_key()
         leftover = SendState.load(self.state_file)
         if leftover is not None:
             urls = restore_urls(self.client, leftover, self.state_file)
