@@ -314,16 +314,40 @@ def compiled_precision(compiled: Any, requested: str) -> str:
             str(op.get_rt_info()["runtimePrecision"].astype(str))
             for op in compiled.get_runtime_model().get_ops()
             if "runtimePrecision" in op.get_rt_info()
+            and str(op.get_rt_info()["layerType"].astype(str) if "layerType" in op.get_rt_info() else "") != "Const"
         }
     except Exception:  # noqa: BLE001 - a plugin without a runtime graph: ask its setting instead
         try:
             found = {str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower().replace("float", "f")}
         except Exception:  # noqa: BLE001
             return requested
+    caps = _capabilities(compiled)
     for name in ("bf16", "f16"):
         if any(name in p for p in found):
+            # f16 weights on a device without f16 or bf16 arithmetic are widened and computed in f32
+            if caps is not None and name.upper().replace("F", "FP") not in caps and "BF16" not in caps:
+                return "f32"
             return name
     return "f32"
+
+
+def _capabilities(compiled: Any) -> set[str] | None:
+    """The OPTIMIZATION_CAPABILITIES of the devices a compiled model runs on (None where unknown)."""
+    try:
+        return {str(c) for d in compiled.get_property("EXECUTION_DEVICES")
+                for c in _ov_core().get_property(str(d), "OPTIMIZATION_CAPABILITIES")}
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def computes_below_f32(device: Device, precision: str) -> bool:
+    """Whether the OpenVINO device has arithmetic for `precision` (bf16, or f16, which a CPU runs in bf16):
+    without it an explicit bf16/f16 request computes in f32, so it gets the exact weights, not f16 ones."""
+    try:
+        caps = {str(c) for c in _ov_core().get_property(device.name, "OPTIMIZATION_CAPABILITIES")}
+    except Exception:  # noqa: BLE001
+        return True  # a device that does not say: as asked
+    return "BF16" in caps or (precision == "f16" and "FP16" in caps)
 
 
 def ir_file(path: Path, options: RuntimeOptions, *, f16_weights: bool) -> Path:
@@ -426,7 +450,8 @@ def make_session(
                 session = _auto_precision_session(path, device, options, ov_input_shapes, calibration, verdict_key)
                 release_mapped_weights(options.cache_dir)
                 return session
-            file = ir_file(path, options, f16_weights=options.precision != "f32")
+            file = ir_file(path, options, f16_weights=options.precision != "f32"
+                           and computes_below_f32(device, options.precision))
             session = OpenVinoSession(file, device, options, ov_input_shapes, options.precision)
             release_mapped_weights(options.cache_dir)
             return session
