@@ -655,7 +655,8 @@ class FakeImmich:
         """Immich's smartSearch and faceDetection workers: each waiting job posts its asset's preview, as
         Immich does (multipart, `entries` as its config says), to the first ML URL that answers `/ping`,
         and keeps the answer in `ml_answers[queue][asset id]`; a failed request leaves the job done
-        uncounted, as Immich's does. Returns a function that stops them."""
+        uncounted and the asset still lacking the result (a later queueing of missing assets takes it
+        again), as Immich's does. Returns a function that stops them."""
         import httpx
 
         self.ml_answers: dict[str, dict[str, Any]] = {"smartSearch": {}, "faceDetection": {}}
@@ -685,10 +686,12 @@ class FakeImmich:
                     for name in ("smartSearch", "faceDetection"):
                         stats = self.queues[name]["statistics"]
                         todo = [a for a in self.assets if a not in self.processed.setdefault(name, set())]
-                        if stats["waiting"] <= 0 or not todo:
+                        if stats["waiting"] <= 0:
                             continue
                         busy = True
                         stats["waiting"] -= 1
+                        if not todo:  # a job for an asset that has its answer by now: done, nothing to post
+                            continue
                         stats["active"] += 1
                         asset = todo[0]
                         url = healthy_url(http)
@@ -698,10 +701,10 @@ class FakeImmich:
                                               files={"image": ("blob", self.previews[asset], "application/octet-stream")})
                                 if r.status_code == 200:
                                     self.ml_answers[name][asset] = r.json()
+                                    self.processed[name].add(asset)  # a failed job leaves the asset without it
                         except httpx.HTTPError:
                             pass
                         finally:
-                            self.processed[name].add(asset)
                             stats["active"] -= 1
                     if not busy:
                         stop.wait(poll)

@@ -182,3 +182,17 @@ def test_a_key_that_is_not_an_admins_or_ml_switched_off_changes_nothing(fake, en
     assert fake.config["machineLearning"]["urls"] == IMMICH_OWN
     assert not (tmp_path / "config" / "send-state.json").exists()
     assert "nothing to restore" in cli(env, "immich", "send", "--restore").stdout
+
+
+def test_a_paused_queue_is_said_and_a_send_that_cannot_move_stops_and_puts_the_urls_back(fake, env, tmp_path, models_dir):
+    """Never hang: a queue that holds jobs but does not move (here paused in Immich, no worker takes them)
+    ends the send after --stall-after seconds, says why, and leaves Immich's ML URLs as they were."""
+    cli(env, "immich", "index", *library_args(tmp_path, models_dir), "--no-faces")
+    fake.queues["smartSearch"]["isPaused"] = True
+    out = cli(env, "immich", "send", *library_args(tmp_path, models_dir), "--poll", "0.2", "--stall-after", "2",
+              check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "smartSearch queue is paused" in out.stdout and "have not moved for 2 s" in out.stdout
+    assert "smartSearch 3 left" in out.stdout
+    assert fake.config["machineLearning"]["urls"] == IMMICH_OWN
+    assert not (tmp_path / "config" / "send-state.json").exists()

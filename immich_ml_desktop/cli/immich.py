@@ -88,6 +88,9 @@ def register(sub: Any) -> None:
                                        "instead of starting one")
     send.add_argument("--port", type=int, default=0, help="port of the ML server it starts (default: a free one)")
     send.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help="how often to read Immich's queues")
+    send.add_argument("--stall-after", type=float, default=600.0, metavar="SECONDS",
+                      help="stop (and put the URLs back) when Immich's queues hold jobs but have not moved for this "
+                           "long, e.g. a paused queue (default: %(default)s)")
     add_engine_options(send)
     send.set_defaults(func=run_send)
 
@@ -356,26 +359,28 @@ def run_send(args: argparse.Namespace) -> int:
                                                       workers=engine.parallel, answers=answers))
                 ml_url, stats = server.url, (lambda: server.stats)
             job = send.SendJob(client, ml_url, kinds=kinds, force=args.force, stats=stats, poll=args.poll,
-                               progress=None if args.json else _send_printer(), warnings=warnings)
+                               progress=None if args.json else _send_printer(), warnings=warnings,
+                               stalled_after=args.stall_after)
             previous = signal.signal(signal.SIGINT, lambda *_: job.cancel())  # Ctrl-C: stop and put the URLs back
             try:
                 summary = job.run()
             finally:
                 signal.signal(signal.SIGINT, previous)
+    failed = summary.cancelled or summary.stalled
     if args.json:
         print_json(summary.to_dict())
-        return 1 if summary.cancelled else 0
+        return 1 if failed else 0
     done = ", ".join(f"{name} {n}" for name, n in summary.done.items())
     counts = (f"{summary.from_library} answers from the library, {summary.computed} computed, {summary.errors} errors"
               if summary.counted else "the server there counts what it answered from the library")
-    print(("cancelled" if summary.cancelled else "sent") + f" in {_duration(summary.seconds)} through {summary.ml_url}: "
+    print(("cancelled" if summary.cancelled else "stopped" if summary.stalled else "sent") + f" in {_duration(summary.seconds)} through {summary.ml_url}: "
           + counts + (f" ({done} jobs done)" if done else ""))
     for note in summary.warnings:
         print(f"note: {note}")
     print("Immich's ML URLs are back as they were: " + ", ".join(summary.urls_restored))
-    if summary.cancelled:
+    if failed:
         print("Jobs still queued in Immich go to those URLs; run `immich send` again to answer them from the library.")
-    return 1 if summary.cancelled else 0
+    return 1 if failed else 0
 
 
 def _send_printer():

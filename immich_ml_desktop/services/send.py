@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SEND_QUEUES = {"clip": "smartSearch", "faces": "faceDetection", "ocr": "ocr"}
 AFTER_FACES = "facialRecognition"
 SETTLE_POLLS = 2  # empty queues this many polls in a row: a finished job may still queue the next
+STALL_SECONDS = 600.0  # queues that hold jobs but have not moved for this long (paused, workers stuck): stop
 
 
 def state_path() -> Path:
@@ -124,6 +125,7 @@ class SendSummary:
     seconds: float
     cancelled: bool
     done: dict[str, int] = field(default_factory=dict)  # queue -> jobs finished while we watched
+    stalled: bool = False  # stopped because Immich's queues did not move for `stalled_after` seconds
     counted: bool = True  # False: the ML server runs elsewhere, its own page has the hits and computed answers
     warnings: list[str] = field(default_factory=list)
 
@@ -177,6 +179,7 @@ class SendJob:
         poll: float = 2.0,
         warnings: list[str] | None = None,
         state_file: Path | None = None,
+        stalled_after: float = STALL_SECONDS,
     ) -> None:
         unknown = [k for k in kinds if k not in SEND_QUEUES]
         if unknown or not kinds:
@@ -190,6 +193,7 @@ class SendJob:
         self.poll = poll
         self.warnings = list(warnings or [])
         self.state_file = state_file
+        self.stalled_after = stalled_after
         self._cancel = threading.Event()
 
     def cancel(self) -> None:
@@ -245,11 +249,28 @@ class SendJob:
                 # Forced face detection would delete Immich's faces and the people left without any.
                 self.client.run_queue_command(name, "start", self.force and name != "faceDetection")
             empty_polls = 0
+            last_move, last_seen = time.monotonic(), None
+            stalled = False
+            paused_said: set[str] = set()
             while not self.cancelled:
                 counts = immich_ml.queue_counts(self.client, tuple(watched))
+                for c in counts:
+                    if c.paused and c.remaining and c.name not in paused_said:
+                        paused_said.add(c.name)
+                        self.warnings.append(f"Immich's {c.name} queue is paused: resume it in Immich "
+                                             "(Administration > Jobs) for its jobs to run")
                 self._report("sending", counts, watch, base, started)
                 empty_polls = empty_polls + 1 if all(c.remaining == 0 for c in counts) else 0
                 if empty_polls >= SETTLE_POLLS:
+                    break
+                seen = (tuple((c.name, c.waiting, c.active) for c in counts), self._counters())
+                if seen != last_seen:
+                    last_move, last_seen = time.monotonic(), seen
+                elif time.monotonic() - last_move >= self.stalled_after:
+                    stalled = True
+                    self.warnings.append(f"Immich's queues have not moved for {self.stalled_after:.0f} s "
+                                         f"({', '.join(f'{c.name} {c.remaining} left' for c in counts if c.remaining)}): "
+                                         "stopped; run `immich send` again once Immich's jobs run")
                     break
                 self._cancel.wait(self.poll)
         finally:
@@ -267,6 +288,7 @@ class SendJob:
             from_library=from_library, computed=computed, errors=errors,
             seconds=round(time.monotonic() - started, 2), cancelled=self.cancelled,
             done={c.name: watch.done(c) for c in counts}, warnings=self.warnings, counted=self.stats is not None,
+            stalled=stalled,
         )
 
     def _report(self, state: str, counts: list[QueueCounts], watch: QueueWatch, base: tuple[int, int, int],

@@ -593,10 +593,10 @@ class ServerPage(Page):
 
     def _sent(self, summary) -> None:
         self._send_done()
-        what = (f"{'Stopped' if summary.cancelled else 'Sent'}: {summary.from_library} answers from the library, "
+        what = (f"{'Stopped' if summary.cancelled or summary.stalled else 'Sent'}: {summary.from_library} answers from the library, "
                 f"{summary.computed} computed, {summary.errors} errors. Immich's ML URLs are back as they were.")
         self.immich_label.setText(" ".join([what, *summary.warnings]))
-        self.context.job_finished.emit("immich-send", what, summary.cancelled or bool(summary.errors))
+        self.context.job_finished.emit("immich-send", what, summary.cancelled or summary.stalled or bool(summary.errors))
 
     def _send_failed(self, error: BaseException) -> None:
         self._send_done()
