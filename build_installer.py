@@ -405,7 +405,7 @@ class InstallerBuild:
 
     def package_windows(self) -> None:
         iscc = shutil.which("iscc") or shutil.which("ISCC")
-        default = Path(os.environ.get("ProgramFiles(x86)", r"C:\Program Files (x86)")) / "Inno Setup 6" / "ISCC.exe"
+        default = Path(os.environ.get("ProgramFiles(x86)", r"C:\Program Files (x86)"))  # noqa: SIM112 - Windows spells it so / "Inno Setup 6" / "ISCC.exe"
         if iscc is None and default.exists():
             iscc = str(default)
         if iscc is None:

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -139,9 +139,9 @@ def main() -> None:
             pixels = [visual.transform(d.pil)[np.newaxis] for d in decoded]
             tasks: dict[str, tuple[Callable, list]] = {
                 "clip visual, model only": (visual.embed, pixels),
-                "clip visual, JPEG bytes -> vector": (lambda b: engine.clip_image(clip, b), previews),
-                "clip textual, text -> vector": (lambda t: engine.clip_text(clip, t), TEXTS),
-                "faces, JPEG bytes -> boxes + vectors": (lambda b: engine.faces(args.face, b), [face_photo]),
+                "clip visual, JPEG bytes -> vector": (lambda b, engine=engine: engine.clip_image(clip, b), previews),
+                "clip textual, text -> vector": (lambda t, engine=engine: engine.clip_text(clip, t), TEXTS),
+                "faces, JPEG bytes -> boxes + vectors": (lambda b, engine=engine: engine.faces(args.face, b), [face_photo]),
             }
             for task, (fn, items) in tasks.items():
                 if callers == 1:

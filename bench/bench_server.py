@@ -23,12 +23,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import preview_jpeg  # noqa: E402
+from bench_engine import preview_jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MODELS = ROOT.parent / "shared" / "models"
@@ -146,8 +146,8 @@ def main() -> int:
                 with httpx.Client(base_url=server.url, timeout=300) as c:
                     for name, (send, direct) in endpoints.items():
                         assert send(c).status_code == 200, send(c).text
-                        engine_ms = median_ms(lambda: direct(engine), args.repeats)
-                        http_ms = median_ms(lambda: send(c), args.repeats)
+                        engine_ms = median_ms(lambda direct=direct: direct(engine), args.repeats)
+                        http_ms = median_ms(lambda send=send: send(c), args.repeats)
                         print(f"{name:<11} {engine_ms:9.1f} {http_ms:8.1f} {http_ms - engine_ms:+7.1f}ms ({http_ms / engine_ms:.2f}x)")
                 print(f"\n{'endpoint':<11} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'n':>5} {'fail':>4}"
                       f" {'cpu ms/req':>10} {'req/s if idle':>13}")

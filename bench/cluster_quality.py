@@ -84,8 +84,11 @@ def _f(p: float, r: float) -> float:
 
 
 def labelled_photos(photos_dir: Path) -> list[tuple[str, str]]:
-    rows = [(r["path"], r["identity"]) for r in csv.DictReader(open(photos_dir / "face_identities.csv"))]
-    for r in csv.DictReader(open(photos_dir / "photoprism_face_identities.csv")):
+    with open(photos_dir / "face_identities.csv") as f:
+        rows = [(r["path"], r["identity"]) for r in csv.DictReader(f)]
+    with open(photos_dir / "photoprism_face_identities.csv") as f:
+        photoprism = list(csv.DictReader(f))
+    for r in photoprism:
         who = r["persons_per_photoprism_net_test"]
         if who != "no-face" and "+" not in who:  # two-person photos do not say which face is whom
             rows.append((r["path"], f"pp:{who}"))

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import preview_jpeg  # noqa: E402
+from bench_engine import preview_jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = ROOT.parent / "shared" / "photos" / "insightface" / "t1.jpg"

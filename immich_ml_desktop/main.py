@@ -18,7 +18,7 @@ def keep_openvino_telemetry_off() -> None:
     `try/except ImportError` and uses its own no-op stub without it; a None entry in `sys.modules` makes
     that import fail (Python's documented way to block one), so nothing is written or sent. Runs before
     anything imports OpenVINO; a no-op once the real package is loaded."""
-    sys.modules.setdefault("openvino_telemetry", None)
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]  # None blocks the import
 
 
 keep_openvino_telemetry_off()  # at import: the installed app's entry point imports this module, then the CLI

@@ -8,6 +8,7 @@ model cache.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import platformdirs
@@ -42,7 +43,7 @@ def default_library_path() -> Path:
 
 
 
-def clear_derived_caches(keep: list[Path | str] = ()) -> tuple[int, list[str]]:
+def clear_derived_caches(keep: Sequence[Path | str] = ()) -> tuple[int, list[str]]:
     """Empty the app's cache folder (`app_cache_dir()`: OpenVINO's compiled models and the precision
     verdicts beside them, batch-axis copies of models, anything else the app derived): all of it is
     rebuilt when next needed, so only time is lost. Model caches, the library and the settings are kept,

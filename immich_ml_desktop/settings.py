@@ -44,7 +44,7 @@ class Settings:
     immich_url: str = ""
     answer_cache_mb: int = 2048          # answers kept for Immich's requests (server/answer_cache.py); 0 = none
 
-    def validate(self) -> "Settings":
+    def validate(self) -> Settings:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.answer_cache_mb < 0:
@@ -58,7 +58,7 @@ class Settings:
         return config_dir() / "settings.json"
 
     @classmethod
-    def load(cls) -> "Settings":
+    def load(cls) -> Settings:
         path = cls.path()
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))

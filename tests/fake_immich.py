@@ -29,7 +29,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import uvicorn
 from jsonschema_path import SchemaPath
@@ -384,7 +385,7 @@ class FakeImmich:
     async def _handle(self, request: Request) -> Response:
         body = await request.body()
         path = request.url.path
-        for method, pattern, operation, handler in self._routes:
+        for method, pattern, operation, handler in self._routes:  # noqa: B007 - the match is used after the loop
             match = pattern.match(path)
             if match and method == request.method:
                 break

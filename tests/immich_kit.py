@@ -22,7 +22,8 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 import httpx
 
@@ -65,7 +66,7 @@ class RealImmich:
     # -- getting one -------------------------------------------------------------------------------
 
     @classmethod
-    def get(cls) -> "RealImmich":
+    def get(cls) -> RealImmich:
         url, key = os.environ.get("IMMICH_TEST_URL"), os.environ.get("IMMICH_TEST_API_KEY")
         if url:
             if not key:

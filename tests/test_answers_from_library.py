@@ -68,7 +68,7 @@ def test_serve_answers_immichs_requests_from_the_index_byte_for_byte_without_run
     # A fresh engine on the same packs, device and precision: it has loaded nothing yet.
     with Engine(models_dir, "cpu", work_dir=work_dir) as engine, \
             MlServer(engine, port=0, answers=cache) as from_library, MlServer(cpu_engine, port=0) as computing:
-        for key, preview in fake.previews.items():
+        for preview in fake.previews.values():
             for entries in (CLIP, FACES):
                 assert predict(from_library.url, entries, preview) == predict(computing.url, entries, preview)
         assert from_library.stats.from_cache == 2 * len(PHOTOS)

@@ -15,7 +15,6 @@ from immich_ml_desktop.library.clustering import (
     immich_cluster,
 )
 
-from conftest import FACE_PACK, photo
 
 
 def on_plane(plane: int, degrees: float) -> np.ndarray:

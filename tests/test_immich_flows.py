@@ -67,7 +67,10 @@ class Scene:
             "c1": fake.add_face(c, box1, self.joe), "c2": fake.add_face(c, box2),
             "d1": fake.add_face(d, box1, self.z), "d2": fake.add_face(d, box2, self.other),
         }
-        jitter = lambda box: (box[0] + 3, box[1] - 2, box[2] + 2, box[3] + 4)  # another detector run, same preview
+
+        def jitter(box):  # another detector run, same preview
+            return box[0] + 3, box[1] - 2, box[2] + 2, box[3] + 4
+
         self.people = [
             ReviewedPerson("Ann", [LocalFace(a, jitter(box1)), LocalFace(c, jitter(box2)),
                                    LocalFace(d, (600, 600, 650, 650))]),  # the last one Immich never found

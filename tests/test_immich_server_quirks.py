@@ -3,7 +3,6 @@ the app makes of each (tests/test_real_immich.py checks the same flows against a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from immich_ml_desktop.errors import ImageDecodeError
 from immich_ml_desktop.library.folders import FolderSource, load_preview, scan_folder
 from immich_ml_desktop.library.store import LibraryStore
 from immich_ml_desktop.services.index import IndexJob, IndexProgress
@@ -122,7 +123,7 @@ def test_indexes_the_whole_shared_photo_tree(cpu_engine, library) -> None:
     files = list(scan_folder(PHOTOS))
     assert summary.total == len(files) and summary.indexed + summary.failed == len(files)
     for f in library.failures():
-        with pytest.raises(Exception):  # a failure is only allowed for a file that really cannot be decoded
+        with pytest.raises(ImageDecodeError):  # a failure is only allowed for a file that really cannot be decoded
             load_preview(f.key)
     keys = {a.key for a in library.assets(indexed_only=True)}
     assert any(k.endswith(".heic") for k in keys) and any(k.endswith(".avif") for k in keys)

@@ -26,7 +26,7 @@ from immich_ml_desktop.app_resources import ICON_SIZES, icon_path, icon_paths
 from conftest import CLIP_PACK, FACE_PACK, ROOT, photo
 
 sys.path.insert(0, str(ROOT / "installer"))
-import system_libraries  # noqa: E402
+import system_libraries
 
 spec = importlib.util.spec_from_file_location("build_installer", ROOT / "build_installer.py")
 build_installer = importlib.util.module_from_spec(spec)

@@ -19,12 +19,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from conftest import PHOTOS, ROOT, SHARED
-from immich_kit import KIT, KitUnavailable, RealImmich, User
+from conftest import PHOTOS, ROOT
+from immich_kit import KIT, KitUnavailable, RealImmich
 
 pytestmark = [pytest.mark.real_immich, pytest.mark.timeout(1800)]
 

@@ -15,8 +15,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import pytest

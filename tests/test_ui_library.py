@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from _ui_helpers import Heartbeat, finish_background_work, make_window, ui_settings, wait_until  # noqa: F401
 

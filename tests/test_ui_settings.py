@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PySide6.QtCore import Qt
 
 from _ui_helpers import finish_background_work, make_window, ui_settings, wait_until  # noqa: F401 - fixture
 from conftest import CLIP_PACK, FACE_PACK

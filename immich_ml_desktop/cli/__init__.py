@@ -10,7 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from immich_ml_desktop import __version__
 from immich_ml_desktop.errors import UserError

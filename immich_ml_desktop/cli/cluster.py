@@ -38,12 +38,12 @@ def _params(args: argparse.Namespace):
     if args.min_faces is not None and args.min_faces < 1:
         raise InvalidInputError("--min-faces must be at least 1.")
     if args.algorithm == "immich":
-        params = ImmichParams()
+        immich = ImmichParams()
         if args.max_distance is not None:
-            params = replace(params, max_distance=args.max_distance)
+            immich = replace(immich, max_distance=args.max_distance)
         if args.min_faces is not None:
-            params = replace(params, min_faces=args.min_faces)
-        return params
+            immich = replace(immich, min_faces=args.min_faces)
+        return immich
     params = GroupingParams()
     if args.max_distance is not None:
         params = replace(params, link_distance=args.max_distance, join_distance=args.max_distance)
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         "algorithm": args.algorithm,
         "params": asdict(params),
         "stored": not args.preview,
-        "groups": [{"id": gid, "name": names.get(gid), "face_ids": ids, "faces": [face(f) for f in ids]}
+        "groups": [{"id": gid, "name": names.get(gid) if gid is not None else None, "face_ids": ids, "faces": [face(f) for f in ids]}
                    for gid, ids in grouping.groups],
         "unassigned": [face(f) for f in grouping.unassigned],
     }

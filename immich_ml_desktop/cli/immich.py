@@ -265,7 +265,7 @@ def run_register(args: argparse.Namespace) -> int:
         print_json({"url": url, "urls": urls, "changed": changed, "ml_enabled": ml.enabled,
                     "models": [m.__dict__ for m in models]})
         return 0
-    print(("registered" if changed else "already first") + f": Immich's ML URLs are now " + ", ".join(urls))
+    print(("registered" if changed else "already first") + ": Immich's ML URLs are now " + ", ".join(urls))
     if not ml.enabled:
         print("note: machine learning is switched off in Immich (Administration > Machine Learning)")
     for m in models:

@@ -139,10 +139,10 @@ def _other_rows(caches: list[Path], served: list[tuple[str, str]], listed: set[t
     for (task, folded), name in sorted(names.items()):
         if (task, folded) in listed:
             continue
-        pack = next((Path(c) / task / name for c in caches if (Path(c) / task / name).is_dir()), None)
+        found = next((Path(c) / task / name for c in caches if (Path(c) / task / name).is_dir()), None)
         rows.append({
             "name": name, "task": task, "dim": None, "family": None, "multilingual": False, "custom": False,
-            "path": str(pack) if pack else None, "installed": pack is not None,
+            "path": str(found) if found else None, "installed": found is not None,
         })
     return rows
 

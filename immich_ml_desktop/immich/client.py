@@ -11,7 +11,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
+from collections.abc import Iterator
 
 import httpx
 
@@ -152,7 +153,7 @@ class ImmichClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "ImmichClient":
+    def __enter__(self) -> ImmichClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -176,7 +177,7 @@ class ImmichClient:
                         response = self._stream(method, path, stream_to, **kwargs)
             except httpx.ReadTimeout as e:
                 seconds = self._http.timeout.read if "timeout" not in kwargs else kwargs["timeout"].read
-                error = ImmichUnreachableError(
+                error: Exception = ImmichUnreachableError(
                     f"Immich at {self.base_url} accepted the connection but sent no answer to {operation} within "
                     f"{seconds:.0f} s ({_reason(e)}): it may be starting, overloaded or not an Immich server. "
                     "Nothing was changed; try again later."
@@ -184,7 +185,7 @@ class ImmichClient:
                 retryable = retry_all and retry_timeouts
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 # The request never reached the server: safe to retry whatever the method.
-                error: Exception = ImmichUnreachableError(
+                error = ImmichUnreachableError(
                     f"Cannot reach Immich at {self.base_url} ({_reason(e)}). "
                     "Check the URL and that the server is running, then try again."
                 )

@@ -168,7 +168,7 @@ def immich_cluster(
     next_person = int(labels.max()) + 1 if (labels >= 0).any() else 0
 
     def nearest_with_person(face: int) -> int:
-        for j, d, ok in zip(idx[face], dist[face], within[face]):
+        for j, ok in zip(idx[face], within[face]):
             if not ok:
                 return UNASSIGNED
             if labels[j] >= 0:
@@ -448,15 +448,16 @@ def _constrained_cut(merges: np.ndarray, unit: np.ndarray, photos: np.ndarray, p
         a, b, node = int(a), int(b), m + step
         if not (ok[a] and ok[b] and height <= params.link_distance):
             continue
-        na, nb = len(members[a]), len(members[b])
-        if min(na, nb) >= params.separate_size and height > params.separation + max(
-            _spread(sums[a], na), _spread(sums[b], nb)
-        ):
+        ma, mb, sa, sb, ua, ub = members[a], members[b], seen[a], seen[b], sums[a], sums[b]
+        assert ma is not None and mb is not None and sa is not None and sb is not None  # ok: a node not merged
+        assert ua is not None and ub is not None
+        na, nb = len(ma), len(mb)
+        if min(na, nb) >= params.separate_size and height > params.separation + max(_spread(ua, na), _spread(ub, nb)):
             continue
-        small, large = (a, b) if len(seen[a]) < len(seen[b]) else (b, a)
-        if not seen[large].isdisjoint(seen[small]):
+        small, large = (sa, sb) if len(sa) < len(sb) else (sb, sa)
+        if not large.isdisjoint(small):
             continue
-        seen[large].update(seen[small])
-        seen[node], members[node], sums[node], ok[node] = seen[large], members[a] + members[b], sums[a] + sums[b], True
+        large.update(small)
+        seen[node], members[node], sums[node], ok[node] = large, ma + mb, ua + ub, True
         members[a] = members[b] = seen[a] = seen[b] = sums[a] = sums[b] = None
-    return [members[i] for i in range(2 * m - 1) if ok[i] and members[i] is not None]
+    return [group for i, group in enumerate(members) if ok[i] and group is not None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Sequence
+from collections.abc import Sequence
 
 MATCH_IOU = 0.5  # the same face re-detected on the same (or a resized) image overlaps far more than this
 

@@ -14,11 +14,11 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
-from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from immich_ml_desktop.errors import ImageDecodeError, InvalidInputError
 from immich_ml_desktop.library.store import Asset, AssetFile, LibraryStore
@@ -103,7 +103,8 @@ class FolderSource:
                 files[f.key] = f
         prefixes = [os.path.join(str(folder), "") for folder in self.folders]
         changes = store.sync_assets("folder", files.values(), remove_missing_under=prefixes)
-        return SyncResult(*(len(changes[k]) for k in ("new", "changed", "unchanged", "removed")))
+        return SyncResult(new=len(changes["new"]), changed=len(changes["changed"]),
+                          unchanged=len(changes["unchanged"]), removed=len(changes["removed"]))
 
     def load(self, asset: Asset) -> DecodedImage:
         return decode_preview(asset.key, self.preview_size)
@@ -149,7 +150,11 @@ def decode_preview(path: Path | str, size: int = PREVIEW_SIZE) -> DecodedImage:
     if preview.width <= 0 or preview.height <= 0:
         raise ImageDecodeError(f"{name} has zero width or height.")
     transform = _srgb_transform(icc) if icc else None
-    return DecodedImage(ImageCms.applyTransform(preview.pil, transform)) if transform is not None else preview
+    if transform is None:
+        return preview
+    converted = ImageCms.applyTransform(preview.pil, transform)
+    assert converted is not None  # only an in-place transform returns None
+    return DecodedImage(converted)
 
 
 def preview_size(width: int, height: int, size: int = PREVIEW_SIZE) -> tuple[int, int]:
@@ -160,10 +165,12 @@ def preview_size(width: int, height: int, size: int = PREVIEW_SIZE) -> tuple[int
     return (size, round(height * scale)) if width <= height else (round(width * scale), size)
 
 
-def _jpeg_preview(image: Image.Image, size: int) -> np.ndarray | None:
+def _jpeg_preview(image: ImageFile.ImageFile, size: int) -> np.ndarray | None:
     """The BGR preview of a JPEG through OpenCV, unrotated; None where PIL should decode it instead."""
-    image.fp.seek(0)
-    data = image.fp.read()
+    fp = image.fp
+    assert fp is not None  # an image opened from a file, still inside its `with`
+    fp.seek(0)
+    data = fp.read()
     if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return None  # no end-of-image marker: truncated (PIL says so) or data appended (PIL copes)
     target = preview_size(*image.size, size)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from immich_ml_desktop.errors import ImmichError, SourceUnavailableError
 from immich_ml_desktop.immich.client import ImmichClient
@@ -79,7 +80,8 @@ class ImmichSource:
                 k = known[a["id"]]
                 files.append(AssetFile(key=k.key, size=k.size, mtime_ns=k.mtime_ns, checksum=k.checksum))
         changes = store.sync_assets("immich", files, remove_missing=True)
-        return SyncResult(*(len(changes[k]) for k in ("new", "changed", "unchanged", "removed")),
+        return SyncResult(new=len(changes["new"]), changed=len(changes["changed"]),
+                          unchanged=len(changes["unchanged"]), removed=len(changes["removed"]),
                           no_preview=[a.get("originalFileName") or a["id"] for a in waiting])
 
     @staticmethod

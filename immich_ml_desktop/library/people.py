@@ -19,7 +19,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -174,7 +175,7 @@ class People:
         vectors = unit_rows(np.stack([from_blob(r[2]) for r in rows]))
         ids, first = np.unique(group_of, return_index=True)
         means = np.add.reduceat(vectors, first, axis=0) / np.diff(np.append(first, len(rows)))[:, None]
-        photos = [set() for _ in ids]
+        photos: list[set[int]] = [set() for _ in ids]
         row_of = {int(g): i for i, g in enumerate(ids)}
         for r in rows:
             photos[row_of[r[0]]].add(r[1])
@@ -212,7 +213,7 @@ class People:
             return {target} if group_id is None else set()
 
         result: list[int] = []
-        what = "Move %d face%s to %s" % (len(faces), "s" * (len(faces) != 1), "a new group" if group_id is None else "another group")
+        what = f"Move {len(faces)} face{'s' * (len(faces) != 1)} to {'a new group' if group_id is None else 'another group'}"
         self._record(what, [] if group_id is None else [group_id], faces, mutate)
         return result[0]
 
@@ -447,6 +448,7 @@ class People:
         cur = conn.execute(
             "INSERT INTO face_groups (model, confirmed, created_at) VALUES (?, ?, ?)", (self.model, int(confirmed), time.time())
         )
+        assert cur.lastrowid is not None  # an INSERT always has one
         return int(cur.lastrowid)
 
     def _require_group(self, conn: sqlite3.Connection, group_id: int) -> int:
@@ -475,7 +477,7 @@ class People:
         self._record(action, [group_id], [], mutate)
 
 
-def _grouping(face_ids: np.ndarray, labels: np.ndarray, group_of: dict[int, int | None]) -> Grouping:
+def _grouping(face_ids: np.ndarray, labels: np.ndarray, group_of: Mapping[int, int | None]) -> Grouping:
     members: dict[int, list[int]] = {}
     for f, label in zip(face_ids.tolist(), labels.tolist()):
         if label != UNASSIGNED:

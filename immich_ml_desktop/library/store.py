@@ -16,7 +16,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Protocol
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -235,7 +236,7 @@ class LibraryStore:
                 pass
         self._local = threading.local()
 
-    def __enter__(self) -> "LibraryStore":
+    def __enter__(self) -> LibraryStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -544,7 +545,7 @@ class LibraryStore:
             f"SELECT a.id, a.source, a.key, r.task, r.model, r.result FROM task_results r JOIN assets a ON a.id = r.asset_id"
             f" {where} ORDER BY a.id, r.model", args
         ).fetchall()
-        return [TaskResult(*row[:5], json.loads(row[5])) for row in rows]
+        return [TaskResult(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) for row in rows]
 
     def failures(self, *, limit: int | None = None) -> list[Failure]:
         """Every failed (asset, model) with its reason, most recent first."""
@@ -592,7 +593,8 @@ class LibraryStore:
     def faces(self, *, asset_id: int | None = None, model: str | None = None,
               ids: Sequence[int] | None = None) -> list[StoredFace]:
         """Face boxes and landmarks (without vectors), filtered by asset, model and/or face ids."""
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[Any] = []
         if asset_id is not None:
             clauses.append("asset_id = ?")
             args.append(asset_id)

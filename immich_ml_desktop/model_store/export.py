@@ -17,7 +17,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -80,7 +81,8 @@ def clip_bpe_tokenizer(bpe_path: Path | None = None) -> Any:
         from open_clip.tokenizer import default_bpe
 
         bpe_path = Path(default_bpe())
-    lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")
+    with gzip.open(bpe_path) as f:
+        lines = f.read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
     byte_chars = list(_bytes_to_unicode().values())
     vocab_list = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [SOT, EOT]
@@ -88,7 +90,7 @@ def clip_bpe_tokenizer(bpe_path: Path | None = None) -> Any:
     tokenizer = Tokenizer(
         models.BPE(
             vocab=vocab,
-            merges=merges,
+            merges=[(m[0], m[1]) for m in merges],
             unk_token=EOT,
             continuing_subword_prefix="",
             end_of_word_suffix="</w>",
@@ -238,7 +240,9 @@ def export_clip(
         size = image_size if isinstance(image_size, int) else image_size[0]
         context_length = int(model_cfg.get("text_cfg", {}).get("context_length", 77))
 
-        class _Visual(torch.nn.Module):
+        Module: Any = torch.nn.Module  # torch is optional: untyped here
+
+        class _Visual(Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.model = model
@@ -246,7 +250,7 @@ def export_clip(
             def forward(self, image: Any) -> Any:
                 return self.model.encode_image(image, normalize=True)
 
-        class _Textual(torch.nn.Module):
+        class _Textual(Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.model = model

@@ -22,7 +22,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
 import httpx
@@ -495,8 +496,8 @@ class ModelStore:
                 pack = cache / task.value / clean_name(name)
                 if pack.is_dir():
                     return check_pack(pack, task)
-        task = tasks[0].value if entry else "unknown"
-        return PackReport(clean_name(name), task, self.cache_dir / task / clean_name(name), "missing", ["not in any model cache"])
+        folder = tasks[0].value if entry else "unknown"
+        return PackReport(clean_name(name), folder, self.cache_dir / folder / clean_name(name), "missing", ["not in any model cache"])
 
     def verify_all(self) -> list[PackReport]:
         return [check_pack(pack, task) for task, pack in self.packs()]

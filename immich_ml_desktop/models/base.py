@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 _IDENTITY_VALUE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
+_E = TypeVar("_E", bound="_OpenEnum")
+
+
 class _OpenEnum(str, Enum):
     """A str enum that registered model classes may extend with values of their own.
 
@@ -43,7 +47,7 @@ class _OpenEnum(str, Enum):
     """
 
     @classmethod
-    def extend(cls, value: "str | _OpenEnum") -> "_OpenEnum":
+    def extend(cls: type[_E], value: str | _OpenEnum) -> _E:
         if isinstance(value, cls):
             return value
         try:
@@ -58,7 +62,7 @@ class _OpenEnum(str, Enum):
         member = str.__new__(cls, value)
         member._name_ = value.upper().replace("-", "_")
         member._value_ = value
-        return cls._value2member_map_.setdefault(value, member)
+        return cast(_E, cls._value2member_map_.setdefault(value, member))
 
 
 class ModelTask(_OpenEnum):
@@ -74,7 +78,7 @@ class ModelType(_OpenEnum):
     RECOGNITION = "recognition"
 
 
-def value_of(item: "str | Enum") -> str:
+def value_of(item: str | Enum) -> str:
     """A task or type as the string Immich's `entries` spell it (`ModelTask.SEARCH` -> "clip")."""
     return item.value if isinstance(item, Enum) else str(item)
 
@@ -188,11 +192,11 @@ class InferenceModel:
     # identity -----------------------------------------------------------------------------------
     @property
     def model_type(self) -> ModelType:
-        return ModelType.extend(self.identity[0])  # type: ignore[return-value]
+        return ModelType.extend(self.identity[0])
 
     @property
     def model_task(self) -> ModelTask:
-        return ModelTask.extend(self.identity[1])  # type: ignore[return-value]
+        return ModelTask.extend(self.identity[1])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model_name!r}, {self.model_task.value}/{self.model_type.value})"

@@ -66,7 +66,7 @@ class _IdleCoreHelper:
         self._pool: ThreadPoolExecutor | None = None
 
     @contextmanager
-    def call(self):  # type: ignore[no-untyped-def]
+    def call(self):
         with self._lock:
             self._in_flight += 1
             alone = self._in_flight == 1 and (os.cpu_count() or 1) > 1
@@ -134,7 +134,7 @@ class ClipVisualEncoder(_ClipModel):
             self._batch_checked = True
             assert self.session is not None
             if has_batch_axis(self.session.get_inputs()[0].shape):
-                candidate: Session | None = self.session
+                candidate: Session = self.session
             elif self.work_dir is None:
                 return None
             else:

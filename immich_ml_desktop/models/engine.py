@@ -12,7 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,6 +28,8 @@ from immich_ml_desktop.models.predict import run_entries
 from immich_ml_desktop.paths import app_cache_dir
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=InferenceModel)
 
 
 class ModelDownloader(Protocol):
@@ -169,12 +172,29 @@ class Engine:
         self._stop.set()
         self.unload_all()
 
-    # convenience for the library and the GUI ------------------------------------------------------
+    # typed accessors and conveniences for the library and the GUI --------------------------------------
+    def _typed(self, kind: type[M], task: ModelTask, model_type: ModelType, name: str) -> M:
+        """The model for (task, type, name) as the class the caller works with: a class registered for one
+        model name (a plugin) that is not one raises a clear error instead of failing deep in a call."""
+        model = self.get_model(task, model_type, name)
+        if not isinstance(model, kind):
+            raise UnsupportedTaskError(
+                f"{name} is served by {type(model).__qualname__} for {task.value}/{model_type.value}, which is not "
+                f"a {kind.__name__}: this needs the built-in model class (or a subclass of it)."
+            )
+        return model
+
     def clip_visual(self, name: str) -> ClipVisualEncoder:
-        return self.get_model(ModelTask.SEARCH, ModelType.VISUAL, name)  # type: ignore[return-value]
+        return self._typed(ClipVisualEncoder, ModelTask.SEARCH, ModelType.VISUAL, name)
 
     def clip_textual(self, name: str) -> ClipTextualEncoder:
-        return self.get_model(ModelTask.SEARCH, ModelType.TEXTUAL, name)  # type: ignore[return-value]
+        return self._typed(ClipTextualEncoder, ModelTask.SEARCH, ModelType.TEXTUAL, name)
+
+    def face_detector(self, name: str) -> FaceDetector:
+        return self._typed(FaceDetector, ModelTask.FACIAL_RECOGNITION, ModelType.DETECTION, name)
+
+    def face_recognizer(self, name: str) -> FaceRecognizer:
+        return self._typed(FaceRecognizer, ModelTask.FACIAL_RECOGNITION, ModelType.RECOGNITION, name)
 
     def clip_image(self, name: str, image: ImageInput) -> np.ndarray:
         return self.clip_visual(name).encode_images([image])[0]
@@ -183,22 +203,21 @@ class Engine:
         return self.clip_textual(name).encode_text(text, language)
 
     def faces(self, name: str, image: ImageInput, min_score: float = 0.7) -> list[Face]:
-        detector: FaceDetector = self.get_model(ModelTask.FACIAL_RECOGNITION, ModelType.DETECTION, name)  # type: ignore[assignment]
-        recognizer: FaceRecognizer = self.get_model(ModelTask.FACIAL_RECOGNITION, ModelType.RECOGNITION, name)  # type: ignore[assignment]
+        detector, recognizer = self.face_detector(name), self.face_recognizer(name)
         decoded = image if isinstance(image, DecodedImage) else DecodedImage(decode_image(image))
         found = detector.detect_bgr(decoded.bgr, min_score)
         if found["boxes"].shape[0] == 0:
             return []
         embeddings = recognizer.embed_faces(decoded.bgr, found)
         return [
-            Face(box=b, score=float(s), landmarks=l, embedding=e)
-            for b, s, l, e in zip(found["boxes"], found["scores"], found["landmarks"], embeddings)
+            Face(box=b, score=float(s), landmarks=marks, embedding=e)
+            for b, s, marks, e in zip(found["boxes"], found["scores"], found["landmarks"], embeddings)
         ]
 
     def predict_entries(self, entries: Any, image: bytes | ImageInput | None = None, text: str | None = None) -> dict[str, Any]:
         return run_entries(self, entries, image=image, text=text)
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: Any) -> None:

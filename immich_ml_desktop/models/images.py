@@ -40,7 +40,7 @@ class DecodedImage:
         self.digest = digest  # SHA-256 of the encoded bytes, where a source knows them as Immich sends them
 
     @classmethod
-    def from_bgr(cls, bgr: np.ndarray) -> "DecodedImage":
+    def from_bgr(cls, bgr: np.ndarray) -> DecodedImage:
         """From an OpenCV BGR uint8 array (kept as the face models' input)."""
         return cls(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), bgr)
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 from importlib.metadata import version as package_version
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import cv2
 import numpy as np
@@ -242,7 +242,7 @@ class OcrTextDetector(PaddleOcrModel):
         resize_h = max(MIN_SIDE, int(round(int(image.height * ratio) / 32) * 32))
         resize_w = max(MIN_SIDE, int(round(int(image.width * ratio) / 32) * 32))
         resized = image.resize((resize_w, resize_h), resample=Image.Resampling.LANCZOS)
-        array = cv2.cvtColor(np.asarray(resized, dtype=np.float32), cv2.COLOR_RGB2BGR)
+        array = cast(np.ndarray, cv2.cvtColor(np.asarray(resized, dtype=np.float32), cv2.COLOR_RGB2BGR))
         array -= 0.5
         array *= np.float32(1.0 / 127.5)
         return np.ascontiguousarray(array.transpose(2, 0, 1)[None])
@@ -273,7 +273,7 @@ class _RecognizerOnSession(RapidTextRecognizer):
         self.postprocess_op = CTCLabelDecode(character=list(character))
         self.rec_batch_num = REC_BATCH
         self.rec_image_shape = REC_IMAGE_SHAPE
-        self.cfg = SimpleNamespace(lang_type=lang, font_path=None)
+        self.cfg = SimpleNamespace(lang_type=lang, font_path=None)  # type: ignore[assignment]  # read as attributes
 
 
 class OcrTextRecognizer(PaddleOcrModel):

@@ -15,12 +15,14 @@ everything else keeps working.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 from immich_ml_desktop.errors import UserError
 from immich_ml_desktop.models.base import InferenceModel, ModelNames, ModelTask, ModelType, clean_name, find_model_dir, value_of
@@ -49,7 +51,7 @@ class ModelClassInfo:
 
     task: str
     type: str
-    cls: type[InferenceModel]
+    cls: builtins.type[InferenceModel]  # `type` is a field here
     source: str  # "built in", "entry point NAME = VALUE (DIST VERSION)" or "module NAME"
 
     @property
@@ -135,7 +137,7 @@ class Registry:
                 ModelType.extend(dep[0]), ModelTask.extend(dep[1])
         except (ValueError, TypeError, IndexError) as e:
             raise ModelRegistrationError(f"{_label(cls)} has a bad identity or depends: {e}") from None
-        return task, model_type  # type: ignore[return-value]
+        return task, model_type
 
     def _index(self, key: tuple[str, str]) -> None:
         if any(i.cls.model_names is not None for i in self._classes.get(key, [])):

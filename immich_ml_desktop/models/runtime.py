@@ -14,9 +14,10 @@ import os
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import lru_cache, cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -207,7 +208,7 @@ def _ov_dim(dim: Any) -> int | str:
     return dim.get_length() if dim.is_static else "?"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _supports(device_name: str, prop: str) -> bool:
     try:
         return prop in _ov_core().get_property(device_name, "SUPPORTED_PROPERTIES")
@@ -456,7 +457,7 @@ def make_session(
             release_mapped_weights(options.cache_dir)
             return session
         return OrtSession(path, device, options)
-    except Exception as e:  # noqa: BLE001 - classify below
+    except Exception as e:  # classify below
         damaged = _looks_damaged(e)
         if damaged or not fallback or device.id == "cpu":
             raise ModelDamagedError(

@@ -20,7 +20,8 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from immich_ml_desktop.models.base import clean_name
 from immich_ml_desktop.models.precision import file_key

@@ -17,7 +17,8 @@ import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import httpx
 import uvicorn
@@ -407,7 +408,7 @@ class MlServer:
             sock.close()
             self._close()
 
-    def __enter__(self) -> "MlServer":
+    def __enter__(self) -> MlServer:
         self.start()
         return self
 
@@ -416,7 +417,7 @@ class MlServer:
 
     # the app ------------------------------------------------------------------------------------
     def _build_app(self) -> ASGIApp:
-        async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        async def lifespan(app: FastAPI):
             # Always there, so the GUI can set a forward URL while the server runs.
             self._forward_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
             try:
@@ -489,7 +490,7 @@ class MlServer:
         except ClientDisconnect:
             status = 499  # nobody to answer; logged as nginx does
             return Response(status_code=400)
-        except Exception as e:  # noqa: BLE001 - a hostile request must never take the server down
+        except Exception as e:  # a hostile request must never take the server down
             status = 500
             log.exception("Unexpected error answering /predict")
             return JSONResponse({"detail": f"Internal error: {type(e).__name__}: {e}"}, status_code=500)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from immich_ml_desktop.models.base import ModelTask, ModelType
 from immich_ml_desktop.models.engine import Engine, Face
 from immich_ml_desktop.models.facial_recognition import DETECTION_SIZE
 from immich_ml_desktop.models.images import DecodedImage, ImageInput, decode_image
@@ -37,8 +36,7 @@ def detect_faces_with_fallback(engine: Engine, name: str, image: ImageInput, min
     faces = engine.faces(name, decoded, min_score) if first is None else first
     if faces:
         return faces
-    detector = engine.get_model(ModelTask.FACIAL_RECOGNITION, ModelType.DETECTION, name)
-    recognizer = engine.get_model(ModelTask.FACIAL_RECOGNITION, ModelType.RECOGNITION, name)
+    detector, recognizer = engine.face_detector(name), engine.face_recognizer(name)
     bgr = decoded.bgr
     height, width = bgr.shape[:2]
     side = DETECTION_SIZE[0]

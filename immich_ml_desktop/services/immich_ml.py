@@ -9,7 +9,8 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from immich_ml_desktop.errors import InvalidInputError, UserError
@@ -40,7 +41,7 @@ class MlConfig:
     ocr_model: str = ""
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "MlConfig":
+    def from_config(cls, config: dict[str, Any]) -> MlConfig:
         ml = config["machineLearning"]
         ocr = ml.get("ocr") or {}  # absent before Immich 2.1
         return cls(

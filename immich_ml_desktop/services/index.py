@@ -20,7 +20,8 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import orjson
@@ -66,7 +67,7 @@ class TaskSpec:
     options: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
-    def parse(cls, text: str) -> "TaskSpec":
+    def parse(cls, text: str) -> TaskSpec:
         """`TASK=MODEL`, e.g. `tags=tiny-tagger` or `ocr=PP-OCRv5_mobile`."""
         task, sep, model = text.partition("=")
         if not sep or not task.strip() or not model.strip():

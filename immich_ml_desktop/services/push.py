@@ -18,7 +18,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from immich_ml_desktop.errors import ImmichError, ImmichPermissionError, InvalidInputError
 from immich_ml_desktop.immich.client import ImmichClient, not_visible
@@ -178,7 +179,7 @@ class PushPlan:
         self.state = state
 
     @classmethod
-    def load(cls, path: Path | str) -> "PushPlan":
+    def load(cls, path: Path | str) -> PushPlan:
         """The plan with its journal replayed (a line cut short by a crash is ignored)."""
         path = Path(path)
         try:
@@ -200,7 +201,7 @@ class PushPlan:
         return plan
 
     @classmethod
-    def latest(cls, folder: Path) -> "PushPlan | None":
+    def latest(cls, folder: Path) -> PushPlan | None:
         """The plan made last (by its creation time: two plans of the same second sort by their random id)."""
         files = list(folder.glob("push-*.json")) if folder.is_dir() else []
         return max((cls.load(f) for f in files), key=lambda plan: plan.created_at, default=None)

@@ -21,7 +21,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from immich_ml_desktop.errors import ImmichPermissionError, InvalidInputError
 from immich_ml_desktop.immich.client import ImmichClient
@@ -68,7 +69,7 @@ class SendState:
             raise
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "SendState | None":
+    def load(cls, path: Path | None = None) -> SendState | None:
         path = path or state_path()
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 APP_ID = "immich-ml-desktop"
@@ -62,9 +63,9 @@ def desktop_exec(command: list[str]) -> str:
 
 
 class XdgAutostart:
-    def __init__(self, env: dict | None = None, home: Path | None = None) -> None:
-        env = os.environ if env is None else env
-        base = env.get("XDG_CONFIG_HOME") or str((home or Path.home()) / ".config")
+    def __init__(self, env: Mapping[str, str] | None = None, home: Path | None = None) -> None:
+        environ: Mapping[str, str] = os.environ if env is None else env
+        base = environ.get("XDG_CONFIG_HOME") or str((home or Path.home()) / ".config")
         self.path = Path(base) / "autostart" / f"{APP_ID}.desktop"
 
     def enable(self, command: list[str]) -> None:

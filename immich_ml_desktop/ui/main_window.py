@@ -118,9 +118,9 @@ class MainWindow(QMainWindow):
 
     def _show_page(self, row: int) -> None:
         self.stack.setCurrentIndex(row)
-        page = self.stack.currentWidget()
-        if hasattr(page, "page_shown"):
-            page.page_shown()
+        shown = getattr(self.stack.currentWidget(), "page_shown", None)
+        if shown is not None:
+            shown()
 
     # status bar -----------------------------------------------------------------------------------
     def _start_engine(self) -> None:
@@ -149,7 +149,7 @@ class MainWindow(QMainWindow):
                 width, height = min(width, screen.width() - 40), min(height, screen.height() - 60)
             self.resize(max(width, 800), max(height, 560))
         try:
-            row = int(self.qsettings.value("window/page", 0))
+            row = int(self.qsettings.value("window/page", 0, type=int))  # type: ignore[call-overload]
         except (TypeError, ValueError):
             row = 0
         self.sidebar.setCurrentRow(row if 0 <= row < self.sidebar.count() else 0)
@@ -158,7 +158,7 @@ class MainWindow(QMainWindow):
     @property
     def close_to_tray(self) -> bool:
         """Closing the window keeps the app running in the tray (where the desktop has one)."""
-        return self.companion.available and self.qsettings.value("tray/close_to_tray", True, type=bool)
+        return self.companion.available and bool(self.qsettings.value("tray/close_to_tray", True, type=bool))
 
     def set_close_to_tray(self, on: bool) -> None:
         self.qsettings.setValue("tray/close_to_tray", bool(on))

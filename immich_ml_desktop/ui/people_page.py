@@ -3,6 +3,8 @@ suggestions, undo/redo (kept in the library, so they survive a restart), all wit
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import QItemSelection, QItemSelectionModel, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QIcon, QKeySequence, QPainter, QPen, QPixmap, QShortcut
 from PySide6.QtWidgets import (
@@ -49,7 +51,7 @@ class SuggestionList(QListWidget):
         self.setSpacing(2)
         self.setWordWrap(True)  # a narrow panel wraps the names instead of scrolling sideways
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.covers: dict[int, tuple[str, str | None, object, object]] = {}  # group -> (key, path, box, space)
+        self.covers: dict[int, tuple[str, str | None, Any, Any]] = {}  # group -> (key, path, box, space)
         loader.ready.connect(self._cover_ready)
 
     def show_suggestions(self, suggestions, groups: dict, covers: dict) -> None:
@@ -261,8 +263,8 @@ class PeoplePage(Page):
         d.addLayout(actions)
         self.detail_view = detail
 
-        for w in (self.empty, self.groups_view, self.detail_view):
-            self.stack.addWidget(w)
+        for page in (self.empty, self.groups_view, self.detail_view):
+            self.stack.addWidget(page)
 
         for keys, slot in (
             (QKeySequence.StandardKey.Undo, self.undo),

@@ -124,6 +124,8 @@ class PushPage(Page):
 
     def apply(self) -> None:
         plan = self.plan
+        if plan is None:  # Apply is enabled only once a dry run made a plan
+            return
         self._set_busy(True)
         self.progress.setRange(0, max(1, len(plan.steps)))
         self.progress.setValue(0)

@@ -11,7 +11,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageOps
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
@@ -39,10 +39,10 @@ def load_image(path: str | Path, size: int, crop: Box | None = None, space: tupl
     `space` is the (width, height) of the image the box was measured on (the library's preview size);
     the box is scaled from there to this decode, so boxes work whatever size the original is.
     """
-    with Image.open(path) as im:
+    with Image.open(path) as opened:
         target = size * 4 if crop is not None else size  # a face is a small part: decode larger
-        im.draft("RGB", (target, target))  # JPEG: decode at 1/2..1/8 scale, much faster
-        im = ImageOps.exif_transpose(im).convert("RGB")
+        opened.draft("RGB", (target, target))  # JPEG: decode at 1/2..1/8 scale, much faster
+        im = ImageOps.exif_transpose(opened).convert("RGB")
     if crop is not None:
         scale = im.width / space[0] if space and space[0] else 1.0
         x1, y1, x2, y2 = (float(v) * scale for v in crop)

@@ -12,7 +12,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal
 
@@ -47,7 +48,7 @@ class Worker(QRunnable):
             lower_thread_priority()
         try:
             result = self.fn(*self.args, **self.kwargs)
-        except BaseException as e:  # noqa: BLE001 - every failure goes back to the page that asked
+        except BaseException as e:  # every failure goes back to the page that asked
             if not isinstance(e, UserError):
                 log.exception("Background task %s failed", getattr(self.fn, "__name__", self.fn))
             self._emit(self.signals.failed, e)
