@@ -16,11 +16,12 @@ import logging
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -187,7 +188,8 @@ class InferenceModel:
         self.missing_hint = ""  # how to get missing files (the engine sets it from the model store)
         self.loaded = False
         self.last_used = time.monotonic()
-        self._load_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # guards loading, unloading and the count of calls in use
+        self._in_use = 0
 
     # identity -----------------------------------------------------------------------------------
     @property
@@ -262,10 +264,39 @@ class InferenceModel:
             device = self.session.device.id if self.session is not None else "-"
             log.info("Loaded %r on %s in %.0f ms", self, device, (time.perf_counter() - start) * 1000)
 
-    def unload(self) -> None:
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Loaded for the length of the block: the idle reaper never unloads a model a call is using."""
         with self._load_lock:
-            self.session = None
-            self.loaded = False
+            self._in_use += 1
+        try:
+            self.load()
+            yield
+        finally:
+            with self._load_lock:
+                self._in_use -= 1
+                self.last_used = time.monotonic()
+
+    def unload(self) -> None:
+        """Drop every session and object that holds one (subclasses' `_release`), so the memory goes back."""
+        with self._load_lock:
+            self._unload_locked()
+
+    def unload_if_idle(self, ttl: float) -> bool:
+        """Unload if no call uses the model and none ended in the last `ttl` seconds; whether it did."""
+        with self._load_lock:
+            if not self.loaded or self._in_use or time.monotonic() - self.last_used <= ttl:
+                return False
+            self._unload_locked()
+            return True
+
+    def _unload_locked(self) -> None:
+        self.session = None
+        self.loaded = False
+        self._release()
+
+    def _release(self) -> None:
+        """Subclasses drop here what they built on the session in `_load` (wrappers, batch sessions)."""
 
     def _make_session(self, path: Path, **kwargs: Any) -> Session:
         """A session for `path` (the pack's file or a derived copy of it) on the user's device. With
@@ -286,9 +317,8 @@ class InferenceModel:
 
     # inference ----------------------------------------------------------------------------------
     def predict(self, *inputs: Any, **options: Any) -> Any:
-        self.load()
-        self.last_used = time.monotonic()
-        return self._predict(*inputs, **options)
+        with self.in_use():
+            return self._predict(*inputs, **options)
 
     def _predict(self, *inputs: Any, **options: Any) -> Any:
         raise NotImplementedError

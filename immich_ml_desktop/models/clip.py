@@ -105,6 +105,9 @@ class ClipVisualEncoder(_ClipModel):
         self.input_name = session.get_inputs()[0].name
         return session
 
+    def _release(self) -> None:
+        self._batch_session, self._batch_checked = None, False
+
     def transform(self, image: Image.Image) -> np.ndarray:
         """One preprocessed image, CHW float32: Immich's resize, crop and normalisation, same pixels."""
         with _idle_core.call() as helper:
@@ -117,14 +120,15 @@ class ClipVisualEncoder(_ClipModel):
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """Vectors for a preprocessed batch (N,3,S,S); batched in one call where the model allows."""
-        self.load()
-        assert self.session is not None
-        if len(pixels) == 1:
-            return self.session.run(None, {self.input_name: pixels})[0]
-        session = self._batched_session()
-        if session is None:
-            return np.concatenate([self.session.run(None, {self.input_name: pixels[i : i + 1]})[0] for i in range(len(pixels))])
-        return session.run(None, {self.input_name: pixels})[0]
+        with self.in_use():
+            single = self.session
+            assert single is not None
+            if len(pixels) == 1:
+                return single.run(None, {self.input_name: pixels})[0]
+            session = self._batched_session()
+            if session is None:
+                return np.concatenate([single.run(None, {self.input_name: pixels[i : i + 1]})[0] for i in range(len(pixels))])
+            return session.run(None, {self.input_name: pixels})[0]
 
     def _batched_session(self) -> Session | None:
         """A session that takes N images at once, checked against single runs; None if impossible."""
@@ -153,7 +157,6 @@ class ClipVisualEncoder(_ClipModel):
             return self._batch_session
 
     def encode_images(self, images: list[ImageInput]) -> np.ndarray:
-        self.load()
         return self.embed(np.stack([self.transform(decode_image(im)) for im in images]))
 
     def _predict(self, inputs: ImageInput, **options: Any) -> str:
@@ -245,9 +248,10 @@ class ClipTextualEncoder(_ClipModel):
         return np.concatenate([session.run(None, self._feed(p, None, names))[0] for p in samples.PHRASES])
 
     def encode_text(self, text: str, language: str | None = None) -> np.ndarray:
-        self.load()
-        assert self.session is not None
-        return self.session.run(None, self.tokenize(text, language))[0][0]
+        with self.in_use():
+            session = self.session
+            assert session is not None
+            return session.run(None, self.tokenize(text, language))[0][0]
 
     def _predict(self, inputs: str, language: str | None = None, **options: Any) -> str:
         return serialize_embedding(self.encode_text(inputs, language))

@@ -138,18 +138,19 @@ class Engine:
     def loaded_models(self) -> list[dict[str, Any]]:
         with self._lock:
             models = list(self._models.values())
-        return [
-            {
-                "task": m.model_task.value,
-                "type": m.model_type.value,
-                "name": m.model_name,
-                "device": m.session.device.id if m.session is not None else None,
-                "precision": m.session.precision if m.session is not None else None,
-                "idle_seconds": round(time.monotonic() - m.last_used, 1),
-            }
-            for m in models
-            if m.loaded
-        ]
+        rows = []
+        for m in models:
+            session = m.session  # read once: the reaper may unload it meanwhile
+            if m.loaded and session is not None:
+                rows.append({
+                    "task": m.model_task.value,
+                    "type": m.model_type.value,
+                    "name": m.model_name,
+                    "device": session.device.id,
+                    "precision": session.precision,
+                    "idle_seconds": round(time.monotonic() - m.last_used, 1),
+                })
+        return rows
 
     def unload_all(self) -> None:
         with self._lock:
@@ -164,9 +165,9 @@ class Engine:
             with self._lock:
                 models = list(self._models.values())
             for m in models:
-                if m.loaded and now - m.last_used > self.model_ttl:
-                    log.info("Unloading %r after %.0f s idle", m, now - m.last_used)
-                    m.unload()
+                idle = now - m.last_used
+                if m.unload_if_idle(self.model_ttl):
+                    log.info("Unloaded %r after %.0f s idle", m, idle)
 
     def close(self) -> None:
         self._stop.set()

@@ -56,6 +56,10 @@ class FaceDetector(InferenceModel):
         self._detectors.clear()
         return session
 
+    def _release(self) -> None:
+        with self._detectors_lock:
+            self._detectors.clear()  # each RetinaFace holds the session
+
     def _detector(self, min_score: float) -> Any:
         """One RetinaFace per threshold (they share the session), so concurrent requests with
         different `minScore` never race on insightface's instance state."""
@@ -72,9 +76,9 @@ class FaceDetector(InferenceModel):
 
     def detect_bgr(self, image_bgr: np.ndarray, min_score: float | None = None, *, rounded: bool = True) -> FaceDetectionOutput:
         """Faces in an OpenCV BGR image: boxes rounded to pixels as Immich answers them (`rounded`)."""
-        self.load()
         score = float(self.min_score if min_score is None else min_score)
-        bboxes, landmarks = self._detector(score).detect(image_bgr)
+        with self.in_use():
+            bboxes, landmarks = self._detector(score).detect(image_bgr)
         return {
             "boxes": np.ascontiguousarray(bboxes[:, :4].round() if rounded else bboxes[:, :4]),
             "scores": np.ascontiguousarray(bboxes[:, 4]),
@@ -103,6 +107,9 @@ class FaceRecognizer(InferenceModel):
             session, self.can_batch = self._with_batch_axis(session)
         self.model = ArcFaceONNX(str(self.model_path), session=session)
         return session
+
+    def _release(self) -> None:
+        self.model = None  # ArcFaceONNX holds the session
 
     def _with_batch_axis(self, session: Session) -> tuple[Session, bool]:
         inp = session.get_inputs()[0]
@@ -136,12 +143,13 @@ class FaceRecognizer(InferenceModel):
         return [norm_crop(image_bgr, landmark) for landmark in faces["landmarks"]]
 
     def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
-        self.load()
         if not crops:
             return np.zeros((0, 0), np.float32)
-        if self.can_batch:
-            return self.model.get_feat(crops)
-        return np.concatenate([self.model.get_feat([c]) for c in crops])
+        with self.in_use():
+            model = self.model
+            if self.can_batch:
+                return model.get_feat(crops)
+            return np.concatenate([model.get_feat([c]) for c in crops])
 
     def embed_faces(self, image_bgr: np.ndarray, faces: FaceDetectionOutput) -> np.ndarray:
         return self.embed_crops(self.crops(image_bgr, faces))

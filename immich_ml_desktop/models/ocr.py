@@ -279,6 +279,7 @@ class _RecognizerOnSession(RapidTextRecognizer):
 class OcrTextRecognizer(PaddleOcrModel):
     identity = (ModelType.RECOGNITION, ModelTask.OCR)
     depends = [(ModelType.DETECTION, ModelTask.OCR)]
+    recognizer: _RecognizerOnSession | None = None
 
     def _load(self) -> Session:
         session = self._make_session(self.model_path)
@@ -289,13 +290,18 @@ class OcrTextRecognizer(PaddleOcrModel):
             raise ModelNotFoundError(f"OCR in {lang.value} needs an extra package: {e}") from None
         return session
 
+    def _release(self) -> None:
+        self.recognizer = None  # RapidOCR's recogniser runs our session
+
     def _predict(self, inputs: ImageInput, texts: TextDetectionOutput, **options: Any) -> TextRecognitionOutput:
         min_score = _number(options, "minScore", DEFAULT_TEXT_SCORE)
         boxes, box_scores = texts["boxes"], texts["scores"]
         if boxes.shape[0] == 0:
             return _no_recognition()
         image = decode_image(inputs)
-        result = self.recognizer(TextRecInput(img=crops(image, boxes)))
+        recognizer = self.recognizer
+        assert recognizer is not None  # loaded: _predict runs inside `in_use`
+        result = recognizer(TextRecInput(img=crops(image, boxes)))
         if result.txts is None:
             return _no_recognition()
         keep = np.asarray(result.scores, dtype=np.float32) > min_score
