@@ -285,6 +285,7 @@ class OpenVinoSession(Session):
             NodeInfo(p.any_name, [_ov_dim(d) for d in p.get_partial_shape()]) for p in self._compiled.outputs
         ]
         self._out_index = {o.name: i for i, o in enumerate(self._outputs)}
+        _ready_numpy_views(self._compiled)
 
     def get_inputs(self) -> list[NodeInfo]:
         return self._inputs
@@ -304,6 +305,31 @@ class OpenVinoSession(Session):
         finally:
             with self._idle_lock:
                 self._idle.append(request)
+
+
+_numpy_views_lock = threading.Lock()
+_numpy_views_ready = False
+
+
+def _ready_numpy_views(compiled: Any) -> None:
+    """Make OpenVINO's bindings set up their numpy views once, on one thread, before any call.
+
+    The first `Tensor.data` of the process (which `InferRequest.infer` uses to copy inputs in) initialises
+    a function-local static in the bindings whose initialiser lets go of the GIL inside pybind11's
+    `gil_safe_call_once` and then waits for it again. A second thread reaching the same static then
+    holds the GIL while waiting for that static's guard: both wait forever. Seen as the window hanging
+    with two calls at once (both Qt pool threads stuck in `infer`, in `__cxa_guard_acquire` and in
+    `pthread_cond_timedwait` under `npy_api`), about one run in three when two idle requests start
+    together (tests/test_ui_openvino_threads.py). Once initialised, the static is never waited on again."""
+    global _numpy_views_ready
+    if _numpy_views_ready:
+        return
+    with _numpy_views_lock:  # Lock.acquire lets go of the GIL while it waits: no second deadlock here
+        if not _numpy_views_ready:
+            request = compiled.create_infer_request()
+            for i in range(len(compiled.inputs)):
+                _ = request.get_input_tensor(i).data
+            _numpy_views_ready = True
 
 
 def compiled_precision(compiled: Any, requested: str) -> str:
