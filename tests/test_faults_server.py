@@ -1,0 +1,92 @@
+"""Faults of the ML server found by trying it as a user would (issue 13): each test starts real servers
+on 127.0.0.1 over the shared test packs, sends real requests and checks the answer a user gets."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import httpx
+import numpy as np
+import pytest
+
+from immich_ml_desktop.models.engine import Engine
+from immich_ml_desktop.server.ml_server import MlServer
+from tests.conftest import CLIP_PACK, FACE_PACK, photo
+
+FACES_PHOTO = "insightface/t1.jpg"
+CLIP_TEXTUAL = {"clip": {"textual": {"modelName": CLIP_PACK, "options": {}}}}
+NON_ASCII_TEXTS = ["café", "東京の猫", "Ærøskøbing 🐈 straße"]
+
+
+def vector(value: str) -> np.ndarray:
+    assert isinstance(value, str), "embeddings are JSON strings, as Immich stores them"
+    return np.array(json.loads(value), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def jpeg() -> bytes:
+    return photo(FACES_PHOTO).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def server(cpu_engine: Engine):
+    with MlServer(cpu_engine, "127.0.0.1", 0) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def client(server: MlServer):
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+# item 8: wrong option types and decompression bombs ------------------------------------------------
+@pytest.mark.parametrize("min_score", ["high", True, [0.5], {"x": 1}])
+def test_option_of_the_wrong_type_is_422_naming_the_field(client: httpx.Client, jpeg: bytes, min_score: object) -> None:
+    entries = {
+        "facial-recognition": {
+            "detection": {"modelName": FACE_PACK, "options": {"minScore": min_score}},
+            "recognition": {"modelName": FACE_PACK},
+        }
+    }
+    r = client.post("/predict", data={"entries": json.dumps(entries)}, files={"image": ("blob", jpeg, "application/octet-stream")})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert "minScore" in detail and "facial-recognition/detection" in detail and "number" in detail
+    assert client.get("/ping").text == "pong"
+
+
+def test_ocr_option_of_the_wrong_type_is_422_too(client: httpx.Client, jpeg: bytes) -> None:
+    ocr = pytest.importorskip("immich_ml_desktop.models.ocr")
+    if not ocr.shipped_models():
+        pytest.skip("no OCR model ships in the installed RapidOCR wheel")
+    name = ocr.shipped_models()[0]
+    entries = {"ocr": {"detection": {"modelName": name, "options": {"maxResolution": "big"}},
+                       "recognition": {"modelName": name}}}
+    r = client.post("/predict", data={"entries": json.dumps(entries)}, files={"image": ("blob", jpeg, "application/octet-stream")})
+    assert r.status_code == 422, r.text
+    assert "maxResolution" in r.json()["detail"]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height 1-bit pixels, with a few bytes of image data: what a
+    decompression bomb looks like to a decoder before it allocates the pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [20_000, 40_000])  # 400 Mpx (PIL's warning range) and 1.6 Gpx (its error)
+def test_decompression_bomb_is_called_too_large(client: httpx.Client, side: int) -> None:
+    bomb = png_header_only(side, side)
+    assert len(bomb) < 200
+    r = client.post("/predict", data={"entries": json.dumps({"clip": {"visual": {"modelName": CLIP_PACK}}})},
+                    files={"image": ("blob", bomb, "application/octet-stream")})
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert "too large" in detail and f"{side * side:,} pixels" in detail, detail
+    assert "corrupt" not in detail
