@@ -90,3 +90,48 @@ def test_decompression_bomb_is_called_too_large(client: httpx.Client, side: int)
     detail = r.json()["detail"]
     assert "too large" in detail and f"{side * side:,} pixels" in detail, detail
     assert "corrupt" not in detail
+
+
+# item 9: text with non-ASCII characters, form-encoded and as Immich sends it ------------------------
+@pytest.mark.parametrize("text", NON_ASCII_TEXTS)
+def test_form_encoded_text_is_decoded_as_utf8(client: httpx.Client, cpu_engine: Engine, text: str) -> None:
+    r = client.post("/predict", data={"entries": json.dumps(CLIP_TEXTUAL), "text": text})
+    assert r.request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(vector(r.json()["clip"]), cpu_engine.clip_text(CLIP_PACK, text), atol=1e-6)
+
+
+def test_form_encoded_raw_utf8_bytes_are_decoded_too(client: httpx.Client, cpu_engine: Engine) -> None:
+    """Some clients put UTF-8 bytes in a form body without percent-escaping them."""
+    body = b"entries=" + _quote(json.dumps(CLIP_TEXTUAL)) + b"&text=" + "café 猫".encode()
+    r = client.post("/predict", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(vector(r.json()["clip"]), cpu_engine.clip_text(CLIP_PACK, "café 猫"), atol=1e-6)
+
+
+def test_form_with_too_many_fields_is_400(client: httpx.Client) -> None:
+    r = client.post("/predict", data={f"f{i}": "x" for i in range(40)})
+    assert r.status_code == 400, r.text
+    assert "more than 16 fields" in r.json()["detail"]
+
+
+def _quote(value: str) -> bytes:
+    from urllib.parse import quote_plus
+
+    return quote_plus(value).encode()
+
+
+@pytest.mark.parametrize("text", ["a photo of a dog", *NON_ASCII_TEXTS])
+def test_text_sent_as_immich_sends_it(client: httpx.Client, cpu_engine: Engine, text: str) -> None:
+    """Immich's server sends search text as multipart/form-data: `entries` and `text` as plain form
+    fields (no filename, no content type), the text in UTF-8."""
+    boundary = "----formdata-undici-0123456789"
+    fields = [("entries", json.dumps(CLIP_TEXTUAL, separators=(",", ":"))), ("text", text)]
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode("utf-8") + b"\r\n"
+        for name, value in fields
+    ) + f"--{boundary}--\r\n".encode()
+    r = client.post("/predict", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"clip"}
+    np.testing.assert_allclose(vector(r.json()["clip"]), cpu_engine.clip_text(CLIP_PACK, text), atol=1e-6)
