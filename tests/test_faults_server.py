@@ -4,13 +4,18 @@ on 127.0.0.1 over the shared test packs, sends real requests and checks the answ
 from __future__ import annotations
 
 import json
+import socket
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from immich_ml_desktop.errors import InvalidInputError
 from immich_ml_desktop.models.engine import Engine
 from immich_ml_desktop.server.ml_server import MlServer
 from tests.conftest import CLIP_PACK, FACE_PACK, photo
@@ -135,3 +140,28 @@ def test_text_sent_as_immich_sends_it(client: httpx.Client, cpu_engine: Engine, 
     assert r.status_code == 200, r.text
     assert set(r.json()) == {"clip"}
     np.testing.assert_allclose(vector(r.json()["clip"]), cpu_engine.clip_text(CLIP_PACK, text), atol=1e-6)
+
+
+# item 14: an address this machine does not have --------------------------------------------------
+def test_an_address_not_of_this_machine_is_named_so(cpu_engine: Engine) -> None:
+    with pytest.raises(InvalidInputError) as raised:
+        MlServer(cpu_engine, "10.99.99.99", 0).start()
+    message = str(raised.value)
+    assert "10.99.99.99 is not an address of this machine" in message and "--host" in message
+    assert "Another program" not in message, message
+    with socket.socket() as taken:  # a port in use still says so
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(InvalidInputError, match="Another program .* uses that port: choose another with --port"):
+            MlServer(cpu_engine, "127.0.0.1", taken.getsockname()[1]).start()
+
+
+def test_serve_with_an_address_not_of_this_machine(models_dir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "immich_ml_desktop", "serve", "--host", "10.99.99.99", "--port", "3003",
+         "--cache-dir", str(models_dir), "--device", "cpu", "--no-download", "--no-answer-cache"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode != 0
+    assert "10.99.99.99 is not an address of this machine" in done.stderr, done.stderr
+    assert "Another program" not in done.stderr and "Traceback" not in done.stderr

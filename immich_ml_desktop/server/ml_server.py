@@ -9,6 +9,7 @@ this app cannot do (a task with no model class, a model we do not have) is hande
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
@@ -315,10 +316,7 @@ class MlServer:
             sock.bind((self.host, self.port))
         except OSError as e:
             sock.close()
-            raise InvalidInputError(
-                f"Cannot listen on {self.host}:{self.port}: {e.strerror or e}. "
-                "Another program (maybe Immich's own ML service) may use that port: choose another with --port."
-            ) from None
+            raise InvalidInputError(self._bind_problem(e)) from None
         # Accepted connections inherit this; without it uvicorn's two writes per response (head, body)
         # meet the client's delayed ACK and every answer waits ~40 ms.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -326,6 +324,21 @@ class MlServer:
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         return sock
+
+    def _bind_problem(self, e: OSError) -> str:
+        """Why the address cannot be listened on, in words that point at the right setting."""
+        where = f"Cannot listen on {self.host}:{self.port}"
+        if isinstance(e, socket.gaierror):
+            return f"{where}: {self.host!r} is not an IP address or a host name this machine can resolve ({e.strerror or e}). Use e.g. 127.0.0.1 or 0.0.0.0 with --host."
+        if e.errno == errno.EADDRNOTAVAIL:
+            return (f"{where}: {self.host} is not an address of this machine. Use one of its own addresses, "
+                    "127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with --host.")
+        if e.errno == errno.EACCES:
+            return f"{where}: ports below 1024 need administrator rights; choose another with --port (Immich's default is 3003)."
+        if e.errno == errno.EADDRINUSE:
+            return (f"{where}: {e.strerror}. Another program (maybe Immich's own ML service) uses that port: "
+                    "choose another with --port.")
+        return f"{where}: {e.strerror or e}."
 
     def _uvicorn_server(self) -> uvicorn.Server:
         config = uvicorn.Config(
