@@ -8,6 +8,8 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -165,3 +167,94 @@ def test_serve_with_an_address_not_of_this_machine(models_dir: Path) -> None:
     assert done.returncode != 0
     assert "10.99.99.99 is not an address of this machine" in done.stderr, done.stderr
     assert "Another program" not in done.stderr and "Traceback" not in done.stderr
+
+
+# item 4: a forward target that accepts and never answers -----------------------------------------
+class _SilentService:
+    """A real TCP server on 127.0.0.1 that accepts connections, reads what comes and never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_forward_target_that_never_answers_is_a_504(cpu_engine: Engine, jpeg: bytes) -> None:
+    silent = _SilentService()
+    entries = {"image-classification": {"classification": {"modelName": "microsoft/resnet-50"}}}
+    try:
+        with MlServer(cpu_engine, "127.0.0.1", 0, forward_url=silent.url, forward_timeout=1.5) as srv, \
+                httpx.Client(base_url=srv.url, timeout=120) as c:
+            result: dict[str, httpx.Response] = {}
+            waiting = threading.Thread(target=lambda: result.update(r=c.post(
+                "/predict", data={"entries": json.dumps(entries)}, files={"image": ("blob", jpeg, "application/octet-stream")})))
+            waiting.start()
+            with httpx.Client(base_url=srv.url, timeout=60) as other:  # the server goes on meanwhile
+                assert other.get("/ping").text == "pong"
+            waiting.join(120)
+            assert not waiting.is_alive(), "the forwarded request still waits"
+            r = result["r"]
+            assert r.status_code == 504, r.text
+            detail = r.json()["detail"]
+            assert silent.url in detail and "did not answer within 1.5 s" in detail
+            assert srv.stats.forwarded == 1 and srv.stats.errors == 1
+            assert silent.accepted, "the request did reach the silent service"
+    finally:
+        silent.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(models_dir: Path, port: int, *extra: str, preexec_fn=None) -> subprocess.Popen:
+    """`serve` in a process of its own, once it answers /ping."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "immich_ml_desktop", "serve", "--port", str(port), "--cache-dir", str(models_dir),
+         "--device", "cpu", "--no-download", "--no-answer-cache", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=5).text == "pong":
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"serve did not start: {proc.communicate()[1]}")
+        time.sleep(0.1)
+
+
+def test_serve_forward_timeout_option(models_dir: Path, jpeg: bytes) -> None:
+    silent = _SilentService()
+    port = free_port()
+    proc = start_serve(models_dir, port, "--forward", silent.url, "--forward-timeout", "1")
+    try:
+        entries = {"image-classification": {"classification": {"modelName": "x"}}}
+        r = httpx.post(f"http://127.0.0.1:{port}/predict", data={"entries": json.dumps(entries)},
+                       files={"image": ("blob", jpeg, "application/octet-stream")}, timeout=120)
+        assert r.status_code == 504 and "did not answer within 1 s" in r.json()["detail"], r.text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        silent.close()
+    assert "predict image-classification/classification x 504" in err, err

@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 100 * 1024 * 1024  # Immich sends previews of a few hundred kB; originals rarely pass 100 MB
 MAX_FIELD_BYTES = 64 * 1024  # `entries` and `text` are a few hundred bytes
 BODY_IDLE_TIMEOUT = 60.0  # seconds without a byte of body before the request is refused
+# Seconds the forward target may stay silent (no byte of its answer) before we answer 504. Long enough for
+# Immich's ML container to download and load a model on first use; a target that accepts and never
+# answers no longer holds Immich's request forever.
+FORWARD_TIMEOUT = 300.0
+FORWARD_CONNECT_TIMEOUT = 5.0
 FORWARDED_HEADER = "x-immich-ml-desktop-forwarded"  # marks a handed-on request so two servers never loop
 IN_THREAD_PARSE_BYTES = 1024 * 1024  # larger bodies are parsed off the event loop
 STATS_WINDOW = 10.0  # seconds over which `requests_per_second` is measured
@@ -73,6 +78,12 @@ class RequestTimeoutError(InvalidInputError):
     """The client stopped sending its request body (HTTP 408)."""
 
     http_status = 408
+
+
+class ForwardTimeoutError(ForwardError):
+    """The forward target took the request but did not answer in time (HTTP 504)."""
+
+    http_status = 504
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,7 @@ class MlServer:
         max_image_bytes: int = MAX_IMAGE_BYTES,
         max_field_bytes: int = MAX_FIELD_BYTES,
         body_timeout: float = BODY_IDLE_TIMEOUT,
+        forward_timeout: float = FORWARD_TIMEOUT,
         answers: AnswerCache | None = None,
     ) -> None:
         self.engine = engine
@@ -228,6 +240,7 @@ class MlServer:
         self.max_image_bytes = max_image_bytes
         self.max_field_bytes = max_field_bytes
         self.body_timeout = body_timeout
+        self.forward_timeout = forward_timeout
         self._stats = _StatsRecorder()
         self._pool: ThreadPoolExecutor | None = None
         self._text_pool: ThreadPoolExecutor | None = None
@@ -432,7 +445,7 @@ class MlServer:
     def _build_app(self) -> ASGIApp:
         async def lifespan(app: FastAPI):
             # Always there, so the GUI can set a forward URL while the server runs.
-            self._forward_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
+            self._forward_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=FORWARD_CONNECT_TIMEOUT))
             try:
                 yield
             finally:
@@ -587,7 +600,19 @@ class MlServer:
         target = f"{self.forward_url}/predict"
         try:
             headers = {"content-type": content_type, FORWARDED_HEADER: "1"}
-            answer = await self._forward_client.post(target, content=body, headers=headers)
+            wait = self.forward_timeout
+            timeout = httpx.Timeout(wait, connect=FORWARD_CONNECT_TIMEOUT)
+            answer = await self._forward_client.post(target, content=body, headers=headers, timeout=timeout)
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as e:
+            said = {
+                httpx.ReadTimeout: "accepted the request but did not answer",
+                httpx.WriteTimeout: "accepted the connection but did not take the request",
+                httpx.PoolTimeout: "already holds every connection we may open to it, unanswered, and none came free",
+            }[type(e)]
+            raise ForwardTimeoutError(
+                f"This request needs a task or model served by {self.forward_url}, which {said} within {wait:g} s. "
+                "Check that service (is it stuck or overloaded?); tasks served here keep working."
+            ) from None
         except httpx.HTTPError as e:
             raise ForwardError(
                 f"This request needs a task or model served by {self.forward_url}, which could not be reached "
