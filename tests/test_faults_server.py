@@ -4,6 +4,7 @@ on 127.0.0.1 over the shared test packs, sends real requests and checks the answ
 from __future__ import annotations
 
 import json
+import select
 import socket
 import struct
 import subprocess
@@ -258,3 +259,102 @@ def test_serve_forward_timeout_option(models_dir: Path, jpeg: bytes) -> None:
         _, err = proc.communicate(timeout=30)
         silent.close()
     assert "predict image-classification/classification x 504" in err, err
+
+
+# item 3: idle connections never knock the server over --------------------------------------------
+def open_idle(port: int, count: int, batch: int = 50) -> list[socket.socket]:
+    """`count` established TCP connections that never send a byte, opened `batch` at a time (the kernel
+    completes a connection when it is queued for the server, accepted or not)."""
+    idle: list[socket.socket] = []
+    while len(idle) < count:
+        poll = select.poll()
+        pending = {}
+        for _ in range(min(batch, count - len(idle))):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            poll.register(s, select.POLLOUT)
+            pending[s.fileno()] = s
+            idle.append(s)
+        deadline = time.monotonic() + 30
+        while pending and time.monotonic() < deadline:
+            for fd, _ in poll.poll(1000):
+                poll.unregister(fd)
+                pending.pop(fd)
+    return idle
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset, or never connected
+        return True
+
+
+def low_fd_limit() -> None:  # in the child: the common default of 1,024 open files, soft and hard
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+def test_1100_idle_connections_do_not_knock_serve_over(models_dir: Path) -> None:
+    port = free_port()
+    proc = start_serve(models_dir, port, "--preload", CLIP_PACK, preexec_fn=low_fd_limit)
+    idle: list[socket.socket] = []
+    try:
+        idle = open_idle(port, 1100)
+        time.sleep(2)  # let the server meet all of them
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(3):  # each on a new connection, while the idle ones are (or were) open
+            assert httpx.get(f"{url}/ping", timeout=30).text == "pong"
+            r = httpx.post(f"{url}/predict", data={"entries": json.dumps(CLIP_TEXTUAL), "text": "a cat"}, timeout=60)
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 90
+        while not all(closed_by_server(s) for s in idle) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        still_open = sum(not closed_by_server(s) for s in idle)
+        assert still_open == 0, f"{still_open} idle connections were never closed by the server"
+        assert httpx.get(f"{url}/ping", timeout=30).text == "pong"
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err[-3000:]
+    assert err.count("out of system resource") + err.count("Cannot accept connections") <= 1, err[-3000:]
+    assert len(err) < 20_000, f"the log grew by {len(err)} characters: {err[-2000:]}"
+
+
+def test_idle_and_trickling_connections_are_closed_and_capped(cpu_engine: Engine) -> None:
+    with MlServer(cpu_engine, "127.0.0.1", 0, idle_timeout=1.0, max_connections=20) as srv:
+        idle = open_idle(srv.port, 60)
+        trickle = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        try:
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                assert c.get("/ping").text == "pong"  # past the cap: idle connections make room
+                r = c.post("/predict", data={"entries": json.dumps(CLIP_TEXTUAL), "text": "a dog"})
+                assert r.status_code == 200, r.text
+            # half a request head, a byte every 0.2 s: the deadline counts from the opening, not the last byte
+            sent = 0
+            started = time.monotonic()
+            with pytest.raises(OSError):
+                for byte in b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 200:
+                    trickle.sendall(bytes([byte]))
+                    sent += 1
+                    time.sleep(0.2)
+            assert sent < 150, "a trickling client kept its connection"
+            assert time.monotonic() - started < 30
+            deadline = time.monotonic() + 60
+            while not all(closed_by_server(s) for s in idle) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert all(closed_by_server(s) for s in idle)
+            with httpx.Client(base_url=srv.url, timeout=30) as c:  # a kept-alive connection is closed too
+                assert c.get("/ping").text == "pong"
+                time.sleep(3)
+                assert c.get("/ping").text == "pong", "the client reconnects"
+        finally:
+            trickle.close()
+            for s in idle:
+                s.close()
