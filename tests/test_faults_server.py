@@ -358,3 +358,48 @@ def test_idle_and_trickling_connections_are_closed_and_capped(cpu_engine: Engine
             trickle.close()
             for s in idle:
                 s.close()
+
+
+SERVE_WITHOUT_CAP = """
+import logging, resource, sys
+from immich_ml_desktop.models.engine import Engine
+from immich_ml_desktop.server import ml_server
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+ml_server.connection_cap = lambda wanted: wanted  # as if the cap were wrong: accepts meet the limit
+logging.basicConfig(level=logging.INFO)
+with Engine(sys.argv[1], "cpu") as engine:
+    ml_server.MlServer(engine, "127.0.0.1", int(sys.argv[2]), max_connections=5000).serve_forever()
+"""
+
+
+def test_accepts_failing_at_the_open_file_limit_log_one_line(models_dir: Path, tmp_path: Path) -> None:
+    """The safety net under the cap: when accepts do fail for want of files, the log says so once a
+    minute in a line, not with a traceback on every attempt, and the server answers again as idle
+    connections are closed."""
+    port = free_port()
+    script = tmp_path / "serve_without_cap.py"
+    script.write_text(SERVE_WITHOUT_CAP)
+    proc = subprocess.Popen([sys.executable, str(script), str(models_dir), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    idle: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=5).text == "pong":
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        idle = open_idle(port, 400)
+        time.sleep(3)  # accepts fail for a while, then idle connections are closed and accepts resume
+        assert httpx.get(f"http://127.0.0.1:{port}/ping", timeout=60).text == "pong"
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert err.count("Cannot accept connections: Too many open files") == 1, err[-3000:]
+    assert "out of system resource" not in err and "Traceback" not in err, err[-3000:]

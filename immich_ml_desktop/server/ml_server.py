@@ -264,7 +264,7 @@ class _AcceptErrorFilter(logging.Filter):
         count = self._throttle.due()
         if not count:
             return False
-        record.msg = ("Cannot accept connections: %s (%d times in the last minute). Too many connections are open "
+        record.msg = ("Cannot accept connections: %s (%d failed accepts since the last such line). Too many connections are open "
                       "for this process's open-file limit; raise it (ulimit -n) or find the client holding them.")
         exc = record.exc_info[1] if record.exc_info else None
         record.args = (getattr(exc, "strerror", None) or "out of system resources", count)
