@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preload", nargs="+", metavar="NAME", help="load these models before serving (e.g. ViT-B-32__openai buffalo_l)")
     p.add_argument("--model-ttl", type=float, metavar="S", help="unload a model idle for S seconds (0 = never; default from settings, 300)")
     p.add_argument("--forward", metavar="URL", help="hand tasks or models this app cannot serve on to this ML service (e.g. http://immich-machine-learning:3003)")
+    p.add_argument("--forward-timeout", type=float, metavar="S",
+                   help="answer 504 when the --forward service has not answered for S seconds (default 300)")
     p.add_argument("--workers", type=int, help="requests computed at once (default: one per core, at most 4)")
     p.add_argument("--no-answer-cache", action="store_true",
                    help="compute every answer: neither answer from nor keep answers in the answer cache "
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             port=settings.server_port if args.port is None else args.port,
             allow=settings.server_allow if args.allow is None else args.allow,
             forward_url=settings.forward_url if args.forward is None else args.forward,
+            **({} if args.forward_timeout is None else {"forward_timeout": args.forward_timeout}),
             workers=engine.parallel,  # as many requests at once as the engine was built for
             answers=answers,
         )

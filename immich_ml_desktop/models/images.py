@@ -7,6 +7,7 @@ previews already rotated) and turns every failure into an `ImageDecodeError` tha
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from concurrent.futures import Executor
 
@@ -81,13 +82,23 @@ def decode_image(data: ImageInput, what: str = "image") -> Image.Image:
                 f"The {what} is not an image format this app can read "
                 f"(first bytes {data[:8].hex()}); send JPEG, PNG, WebP, HEIC, AVIF, TIFF or BMP."
             ) from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageDecodeError(too_large_message(what, e)) from None
+        except (OSError, SyntaxError, ValueError) as e:
             raise ImageDecodeError(f"The {what} is corrupt or truncated and cannot be decoded: {e}.") from None
     if image.width <= 0 or image.height <= 0:
         raise ImageDecodeError(f"The {what} has zero width or height.")
     if image.mode != "RGB":
         image = image.convert("RGB")
     return image
+
+
+def too_large_message(what: str, bomb: Exception) -> str:
+    """What to say about a decompression bomb: PIL's error names the pixel count it refused."""
+    found = re.search(r"\((\d+) pixels\)", str(bomb))
+    size = f" ({int(found.group(1)):,} pixels)" if found else ""
+    return (f"The {what} is too large to decode{size}: over the {Image.MAX_IMAGE_PIXELS:,}-pixel limit "
+            "(a decompression bomb, or a picture far larger than any photo). Send a smaller image.")
 
 
 def to_bgr(image: Image.Image) -> np.ndarray:

@@ -6,6 +6,7 @@ server would answer. Embeddings are JSON strings; boxes are rounded, unclamped p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +28,9 @@ class ModelProvider(Protocol):
     def get_model(self, task: str, model_type: str, name: str) -> InferenceModel: ...
 
 TEXT_TYPES = {ModelType.TEXTUAL.value}
+# Options Immich sends whose value must be a number (face and OCR `minScore`, OCR `maxResolution`); checked
+# here so a wrong type is a 422 that names the field, before any model is looked up.
+NUMBER_OPTIONS = ("minScore", "maxResolution")
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,27 @@ def parse_entries(raw: str | bytes | dict[str, Any]) -> list[Entry]:
             options = spec.get("options") or {}
             if not isinstance(options, dict):
                 raise EntriesFormatError(f"Invalid request format: options of {task}/{model_type} must be an object.")
+            _check_options(f"{task}/{model_type}", options)
             entries.append(Entry(str(task), str(model_type), spec["modelName"], options))
     return entries
+
+
+def _check_options(where: str, options: dict[str, Any]) -> None:
+    for key in NUMBER_OPTIONS:
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise EntriesFormatError(
+                f"Invalid request format: option {key} of {where} must be a number, not {_shown(value)}."
+            )
+
+
+def _shown(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return repr(value)
 
 
 def _depends(entry: Entry, cache_dirs: list[Path]) -> list[tuple[str, str]]:

@@ -9,8 +9,10 @@ this app cannot do (a task with no model class, a model we do not have) is hande
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
+import os
 import socket
 import threading
 import time
@@ -20,12 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Iterable
 
+import h11
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from immich_ml_desktop.errors import (
     DownloadError,
@@ -47,7 +51,22 @@ log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 100 * 1024 * 1024  # Immich sends previews of a few hundred kB; originals rarely pass 100 MB
 MAX_FIELD_BYTES = 64 * 1024  # `entries` and `text` are a few hundred bytes
 BODY_IDLE_TIMEOUT = 60.0  # seconds without a byte of body before the request is refused
+# Seconds the forward target may stay silent (no byte of its answer) before we answer 504. Long enough for
+# Immich's ML container to download and load a model on first use; a target that accepts and never
+# answers no longer holds Immich's request forever.
+FORWARD_TIMEOUT = 300.0
+FORWARD_CONNECT_TIMEOUT = 5.0
 FORWARDED_HEADER = "x-immich-ml-desktop-forwarded"  # marks a handed-on request so two servers never loop
+# A connection with no request in progress (none sent yet, or the last one answered) is closed after this
+# many seconds; uvicorn's own keep-alive timer only starts after a first answer, so a client that connects
+# and sends nothing (or half a request head) held its connection, and a file descriptor, for ever.
+IDLE_TIMEOUT = 5.0
+MAX_CONNECTIONS = 1000  # open connections at most (fewer when the open-file limit is lower, see connection_cap)
+FD_RESERVE = 128  # open files kept free for everything else (model files, the forward client, logs, the GUI)
+# The listen queue, and (asyncio uses it so) how many connections are accepted in one go before any of
+# them is counted: the cap leaves room for two such batches. Immich sends a handful of requests at once.
+BACKLOG = 64
+LOG_EVERY = 60.0  # seconds between two log lines about the same connection trouble
 IN_THREAD_PARSE_BYTES = 1024 * 1024  # larger bodies are parsed off the event loop
 STATS_WINDOW = 10.0  # seconds over which `requests_per_second` is measured
 
@@ -72,6 +91,12 @@ class RequestTimeoutError(InvalidInputError):
     """The client stopped sending its request body (HTTP 408)."""
 
     http_status = 408
+
+
+class ForwardTimeoutError(ForwardError):
+    """The forward target took the request but did not answer in time (HTTP 504)."""
+
+    http_status = 504
 
 
 @dataclass(frozen=True)
@@ -180,6 +205,141 @@ class _ClientFilter:
         await self.app(scope, receive, send)
 
 
+def open_file_limit() -> int | None:
+    """This process's soft limit on open files (None where there is no such limit to read)."""
+    try:
+        import resource
+    except ImportError:  # Windows: sockets are not bounded by a C-runtime file table
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def open_files() -> int:
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(folder))
+        except OSError:
+            continue
+    return 0
+
+
+def connection_cap(wanted: int) -> int:
+    """How many connections may be open at once: `wanted`, or fewer so that accepting one more never
+    meets the open-file limit (which made asyncio log an error on every accept attempt, and answer nobody)."""
+    limit = open_file_limit()
+    if limit is None:
+        return wanted
+    return max(8, min(wanted, limit - open_files() - FD_RESERVE - 2 * BACKLOG))
+
+
+class _Throttled:
+    """Logs one line per LOG_EVERY seconds for a repeated event, with how many times it happened since."""
+
+    def __init__(self) -> None:
+        self._last = -LOG_EVERY
+        self._since = 0
+
+    def due(self) -> int:
+        """0 if this event should stay silent, else how many happened since the last line (this one included)."""
+        self._since += 1
+        now = time.monotonic()
+        if now - self._last < LOG_EVERY:
+            return 0
+        count, self._since, self._last = self._since, 0, now
+        return count
+
+
+class _AcceptErrorFilter(logging.Filter):
+    """asyncio logs `socket.accept() out of system resource` with a traceback on every failed accept
+    (several a second when the open-file limit is met): one short line a minute instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._throttle = _Throttled()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("socket.accept() out of system resource"):
+            return True
+        count = self._throttle.due()
+        if not count:
+            return False
+        record.msg = ("Cannot accept connections: %s (%d failed accepts since the last such line). Too many connections are open "
+                      "for this process's open-file limit; raise it (ulimit -n) or find the client holding them.")
+        exc = record.exc_info[1] if record.exc_info else None
+        record.args = (getattr(exc, "strerror", None) or "out of system resources", count)
+        record.exc_info = record.exc_text = None
+        return True
+
+
+_ACCEPT_ERROR_FILTER = _AcceptErrorFilter()
+
+
+class _GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol, with every connection that has no request in progress closed after
+    `idle_timeout` seconds (from its opening or its last answer, whatever the client trickles), and at
+    most `max_connections` open: a new one past the cap closes the longest-idle one, so clients that
+    hold connections without using them never lock out Immich's requests or /ping."""
+
+    idle_timeout = IDLE_TIMEOUT
+    max_connections = MAX_CONNECTIONS
+    evictions = _Throttled()  # replaced per server, with the two settings above (see MlServer._protocol)
+    refusals = _Throttled()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.idle_since = self.loop.time()
+        self._arm_idle_timer()
+        if len(self.connections) > self.max_connections:
+            self._make_room()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # cancels the timer first, and may start a request
+        if self._idle() and not self.transport.is_closing():
+            self._arm_idle_timer()  # still no whole request head: the deadline stays where it was
+
+    def on_response_complete(self) -> None:
+        self.idle_since = self.loop.time()
+        super().on_response_complete()  # arms uvicorn's keep-alive timer, in whole seconds
+        if self._idle() and not self.transport.is_closing():
+            self._arm_idle_timer()
+
+    def _idle(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm_idle_timer(self) -> None:
+        self._unset_keepalive_if_required()
+        delay = max(0.0, self.idle_since + self.idle_timeout - self.loop.time())
+        self.timeout_keep_alive_task = self.loop.call_later(delay, self.timeout_keep_alive_handler)
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            try:
+                self.conn.send(h11.ConnectionClosed())
+            except h11.LocalProtocolError:
+                pass  # half a request head: nothing to say in HTTP, the connection just closes
+            self.transport.close()
+
+    def _make_room(self) -> None:
+        idle = [c for c in self.connections if c is not self and isinstance(c, _GuardedH11) and c._idle()
+                and not c.transport.is_closing()]
+        if idle:
+            oldest = min(idle, key=lambda c: c.idle_since)
+            oldest._unset_keepalive_if_required()
+            oldest.timeout_keep_alive_handler()
+            if count := self.evictions.due():
+                log.warning("%d connections open, the most allowed: closed %d idle ones (no request in progress) "
+                            "to answer new ones.", self.max_connections, count)
+            return
+        body = b'{"detail":"Too many requests in progress; try again shortly."}'
+        self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                             b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
+        if count := self.refusals.due():
+            log.warning("%d requests in progress, the most allowed: refused %d new connections with 503.",
+                        self.max_connections, count)
+
+
 def _runs_locally(entry: Entry, cache_dirs: list) -> bool:
     return model_class(entry.task, entry.type, entry.name, cache_dirs) is not None
 
@@ -214,6 +374,9 @@ class MlServer:
         max_image_bytes: int = MAX_IMAGE_BYTES,
         max_field_bytes: int = MAX_FIELD_BYTES,
         body_timeout: float = BODY_IDLE_TIMEOUT,
+        forward_timeout: float = FORWARD_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
         answers: AnswerCache | None = None,
     ) -> None:
         self.engine = engine
@@ -227,6 +390,9 @@ class MlServer:
         self.max_image_bytes = max_image_bytes
         self.max_field_bytes = max_field_bytes
         self.body_timeout = body_timeout
+        self.forward_timeout = forward_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
         self._stats = _StatsRecorder()
         self._pool: ThreadPoolExecutor | None = None
         self._text_pool: ThreadPoolExecutor | None = None
@@ -315,23 +481,49 @@ class MlServer:
             sock.bind((self.host, self.port))
         except OSError as e:
             sock.close()
-            raise InvalidInputError(
-                f"Cannot listen on {self.host}:{self.port}: {e.strerror or e}. "
-                "Another program (maybe Immich's own ML service) may use that port: choose another with --port."
-            ) from None
+            raise InvalidInputError(self._bind_problem(e)) from None
         # Accepted connections inherit this; without it uvicorn's two writes per response (head, body)
         # meet the client's delayed ACK and every answer waits ~40 ms.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.listen(128)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         return sock
 
+    def _bind_problem(self, e: OSError) -> str:
+        """Why the address cannot be listened on, in words that point at the right setting."""
+        where = f"Cannot listen on {self.host}:{self.port}"
+        if isinstance(e, socket.gaierror):
+            return f"{where}: {self.host!r} is not an IP address or a host name this machine can resolve ({e.strerror or e}). Use e.g. 127.0.0.1 or 0.0.0.0 with --host."
+        if e.errno == errno.EADDRNOTAVAIL:
+            return (f"{where}: {self.host} is not an address of this machine. Use one of its own addresses, "
+                    "127.0.0.1 (this machine only) or 0.0.0.0 (every interface) with --host.")
+        if e.errno == errno.EACCES:
+            return f"{where}: ports below 1024 need administrator rights; choose another with --port (Immich's default is 3003)."
+        if e.errno == errno.EADDRINUSE:
+            return (f"{where}: {e.strerror}. Another program (maybe Immich's own ML service) uses that port: "
+                    "choose another with --port.")
+        return f"{where}: {e.strerror or e}."
+
+    def _protocol(self) -> type[_GuardedH11]:
+        """The HTTP protocol class of this server, with its idle timeout and connection cap."""
+        cap = connection_cap(self.max_connections)
+        if cap < self.max_connections:
+            log.info("At most %d connections at once (open-file limit %s)", cap, open_file_limit())
+        attributes = {"idle_timeout": self.idle_timeout, "max_connections": cap,
+                      "evictions": _Throttled(), "refusals": _Throttled()}
+        return type("GuardedH11", (_GuardedH11,), attributes)
+
     def _uvicorn_server(self) -> uvicorn.Server:
+        logging.getLogger("asyncio").addFilter(_ACCEPT_ERROR_FILTER)  # once: filters are a set
         config = uvicorn.Config(
             self.app,
             loop="asyncio",
-            http="h11",
+            http=self._protocol(),
+            # limit_concurrency is left unset: it counts open connections, so idle ones would make it
+            # answer 503 to Immich's requests; the protocol's cap closes idle connections instead.
+            timeout_keep_alive=max(1, round(self.idle_timeout)),
+            backlog=BACKLOG,
             lifespan="on",
             log_config=None,
             access_log=False,  # one line per request of our own, with tasks and models
@@ -419,7 +611,7 @@ class MlServer:
     def _build_app(self) -> ASGIApp:
         async def lifespan(app: FastAPI):
             # Always there, so the GUI can set a forward URL while the server runs.
-            self._forward_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
+            self._forward_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=FORWARD_CONNECT_TIMEOUT))
             try:
                 yield
             finally:
@@ -574,7 +766,19 @@ class MlServer:
         target = f"{self.forward_url}/predict"
         try:
             headers = {"content-type": content_type, FORWARDED_HEADER: "1"}
-            answer = await self._forward_client.post(target, content=body, headers=headers)
+            wait = self.forward_timeout
+            timeout = httpx.Timeout(wait, connect=FORWARD_CONNECT_TIMEOUT)
+            answer = await self._forward_client.post(target, content=body, headers=headers, timeout=timeout)
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as e:
+            said = {
+                httpx.ReadTimeout: "accepted the request but did not answer",
+                httpx.WriteTimeout: "accepted the connection but did not take the request",
+                httpx.PoolTimeout: "already holds every connection we may open to it, unanswered, and none came free",
+            }[type(e)]
+            raise ForwardTimeoutError(
+                f"This request needs a task or model served by {self.forward_url}, which {said} within {wait:g} s. "
+                "Check that service (is it stuck or overloaded?); tasks served here keep working."
+            ) from None
         except httpx.HTTPError as e:
             raise ForwardError(
                 f"This request needs a task or model served by {self.forward_url}, which could not be reached "

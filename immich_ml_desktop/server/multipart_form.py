@@ -47,10 +47,16 @@ def boundary_of(content_type: str) -> bytes:
 def parse_form(body: bytes, content_type: str) -> dict[str, FormPart]:
     """Named parts of a complete multipart body (the first part of each name wins)."""
     if parse_options_header(content_type)[0] == URLENCODED:
-        fields = parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=MAX_PARTS)
+        # latin-1 maps each byte (raw or %-escaped) to one character and back, so each field comes out as
+        # the bytes the client sent (UTF-8, as browsers and httpx encode forms), decoded once, by FormPart.
+        try:
+            fields = parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=MAX_PARTS, encoding="latin-1")
+        except ValueError:  # more than MAX_PARTS fields
+            raise InvalidInputError(f"The form has more than {MAX_PARTS} fields; /predict takes entries + text.") from None
         named_fields: dict[str, FormPart] = {}
         for name, value in fields:
-            named_fields.setdefault(name, FormPart(name, bytearray(value.encode("latin-1"))))
+            field_name = name.encode("latin-1").decode("utf-8", "replace")
+            named_fields.setdefault(field_name, FormPart(field_name, bytearray(value.encode("latin-1"))))
         return named_fields
     parts: list[FormPart] = []
     headers: list[tuple[bytes, bytes]] = []
