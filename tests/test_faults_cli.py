@@ -1,0 +1,70 @@
+"""Issue 13's faults of the command line and the Immich client, each as a user meets it: real
+subprocesses, real sockets and HTTP servers on 127.0.0.1, the fake Immich, real SQLite libraries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "IMMICH_ML_DESKTOP_CONFIG_DIR": str(tmp_path / "config"),
+            "IMMICH_ML_DESKTOP_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+
+
+def cli(tmp_path: Path, *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "immich_ml_desktop", *args], capture_output=True, text=True,
+                          env=_env(tmp_path), timeout=timeout, **kwargs)
+
+
+def _library(path: Path) -> Path:
+    from immich_ml_desktop.library.store import LibraryStore
+
+    LibraryStore(path).close()  # a real, empty library file
+    return path
+
+
+# -- item 6: a settings value of the wrong type ----------------------------------------------------------------
+
+BAD_SETTINGS = {"threads": "4", "device": [1, 2], "extra_model_dirs": [1, 2], "server_port": True,
+                "face_min_score": 5, "face_model": "antelopev2", "model_ttl": 12}
+
+
+def test_a_settings_value_of_the_wrong_type_is_ignored_with_a_warning_and_the_rest_kept(tmp_path, monkeypatch, caplog):
+    from immich_ml_desktop.settings import Settings
+
+    monkeypatch.setenv("IMMICH_ML_DESKTOP_CONFIG_DIR", str(tmp_path / "config"))
+    Settings.path().parent.mkdir(parents=True)
+    Settings.path().write_text(json.dumps(BAD_SETTINGS))
+    with caplog.at_level(logging.WARNING, logger="immich_ml_desktop.settings"):
+        settings = Settings.load()
+    default = Settings()
+    assert (settings.threads, settings.device, settings.extra_model_dirs, settings.server_port, settings.face_min_score) \
+        == (default.threads, default.device, default.extra_model_dirs, default.server_port, default.face_min_score)
+    assert settings.face_model == "antelopev2" and settings.model_ttl == 12  # the good fields stay
+    warned = [r.getMessage() for r in caplog.records]
+    for name in ("threads", "device", "extra_model_dirs", "server_port", "face_min_score"):
+        line = next(m for m in warned if m.startswith(f"Ignoring the setting {name} in "))
+        assert str(Settings.path()) in line and "\n" not in line
+    assert len(warned) == 5
+
+
+@pytest.mark.parametrize("content", ['{"threads": "4"}', '{"device": [1, 2]}', "[1, 2]", '{"precision": 3}'])
+def test_the_cli_runs_with_a_bad_settings_file_and_names_the_field(tmp_path, content: str):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "settings.json").write_text(content)
+    result = cli(tmp_path, "stats", "--library", str(_library(tmp_path / "lib.sqlite3")))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "assets" in result.stdout
+    warning = [line for line in result.stderr.splitlines() if "settings" in line]
+    assert len(warning) == 1 and str(tmp_path / "config" / "settings.json") in warning[0]
+    if content.startswith("{"):
+        assert f"setting {next(iter(json.loads(content)))} " in warning[0]
