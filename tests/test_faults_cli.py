@@ -68,3 +68,35 @@ def test_the_cli_runs_with_a_bad_settings_file_and_names_the_field(tmp_path, con
     assert len(warning) == 1 and str(tmp_path / "config" / "settings.json") in warning[0]
     if content.startswith("{"):
         assert f"setting {next(iter(json.loads(content)))} " in warning[0]
+
+
+# -- item 7: out-of-range index options ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--min-score", "5", "--min-score must be between 0 and 1"), ("--min-score", "-0.1", "--min-score must be between"),
+    ("--min-score", "nan", "--min-score must be between"), ("--workers", "0", "--workers must be at least 1, not 0"),
+    ("--workers", "-3", "--workers must be at least 1, not -3"),
+])
+def test_index_refuses_out_of_range_options_before_it_stores_anything(tmp_path, option: str, value: str, says: str):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    library = tmp_path / "lib" / "library.sqlite3"
+    result = cli(tmp_path, "index", str(photos), "--library", str(library), "--device", "cpu", "--no-download",
+                 "--cache-dir", str(tmp_path / "models"), option, value)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and says in result.stderr
+    assert not library.parent.exists()  # refused before the library was opened
+
+
+@pytest.mark.parametrize("kwargs, says", [({"face_min_score": 5.0}, "between 0 and 1"),
+                                          ({"face_min_score": 0.7, "workers": 0}, "at least 1, not 0")])
+def test_an_index_job_refuses_options_it_cannot_index_with(tmp_path, cpu_engine, kwargs, says: str):
+    from immich_ml_desktop.errors import InvalidInputError
+    from immich_ml_desktop.library.folders import FolderSource
+    from immich_ml_desktop.library.store import LibraryStore
+    from immich_ml_desktop.services.index import IndexJob
+
+    from conftest import FACE_PACK
+
+    with LibraryStore(tmp_path / "lib.sqlite3") as store, pytest.raises(InvalidInputError, match=says):
+        IndexJob(store, cpu_engine, FolderSource([tmp_path]), clip_model=None, face_model=FACE_PACK, **kwargs)
