@@ -100,3 +100,49 @@ def test_an_index_job_refuses_options_it_cannot_index_with(tmp_path, cpu_engine,
 
     with LibraryStore(tmp_path / "lib.sqlite3") as store, pytest.raises(InvalidInputError, match=says):
         IndexJob(store, cpu_engine, FolderSource([tmp_path]), clip_model=None, face_model=FACE_PACK, **kwargs)
+
+
+# -- item 11: a closed pipe; a mistyped --library ----------------------------------------------------------------
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, json_flag: list[str]):
+    """`stats | head -3`: the reader is gone before the command writes (closed here before it starts)."""
+    library = _library(tmp_path / "lib.sqlite3")
+    proc = subprocess.Popen([sys.executable, "-m", "immich_ml_desktop", "stats", "--library", str(library), *json_flag],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(tmp_path))
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141  # as a shell reports a tool ended by SIGPIPE
+    assert err == ""  # no traceback, no "Exception ignored"
+
+
+def test_stats_into_head_prints_its_first_lines_and_no_traceback(tmp_path):
+    library = _library(tmp_path / "lib.sqlite3")
+    script = f"{sys.executable} -m immich_ml_desktop stats --library {library} | head -1"
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=_env(tmp_path), timeout=120)
+    assert result.stdout == f"library  {library}\n" and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def fake(photos_dir: Path):
+    from fake_immich import FakeImmich
+
+    server = FakeImmich(photos_dir.parent / "immich" / "immich-openapi-specs.json")
+    server.start()
+    yield server
+    server.stop()
+    assert server.spec_errors == []
+
+
+@pytest.mark.parametrize("command", [["stats"], ["stats", "--json"], ["search", "a dog"], ["results", "ocr"],
+                                     ["cluster"], ["immich", "send"], ["immich", "push"], ["immich", "push", "--dry-run"]])
+def test_a_mistyped_library_is_named_and_nothing_is_created(tmp_path, fake, command: list[str]):
+    missing = tmp_path / "typo" / "libary.sqlite3"
+    server = ["--server", fake.url, "--api-key", fake.admin_key] if command[0] == "immich" else []
+    result = cli(tmp_path, *command, "--library", str(missing), *server)
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: There is no library at {missing}") and "index" in line
+    assert not missing.parent.exists()  # neither the file nor its folder
+    assert fake.log == []  # refused before Immich was asked anything
