@@ -146,3 +146,69 @@ def test_a_mistyped_library_is_named_and_nothing_is_created(tmp_path, fake, comm
     assert line.startswith(f"error: There is no library at {missing}") and "index" in line
     assert not missing.parent.exists()  # neither the file nor its folder
     assert fake.log == []  # refused before Immich was asked anything
+
+
+# -- items 5 and 10: a server that never answers, something that is not Immich, a malformed URL ------------------
+
+@pytest.fixture
+def silent_port():
+    """A real socket on 127.0.0.1 that accepts connections (the kernel's backlog does) and never answers."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def test_immich_check_at_a_server_that_never_answers_says_so_within_seconds(tmp_path, silent_port: int):
+    import time
+
+    start = time.monotonic()
+    result = cli(tmp_path, "immich", "check", "--server", f"http://127.0.0.1:{silent_port}", "--api-key", "k")
+    took = time.monotonic() - start
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "accepted the connection but sent no answer" in line and "run the command again" not in line
+    assert took < 30  # one 10 s wait, not 4 x 30 s and backoff (128 s); generous for a busy machine
+
+
+@pytest.mark.parametrize("url, says", [
+    ("http//photos.local", "mistyped http://"), ("https:/photos.local", "mistyped https://"),
+    ("http:photos.local", "mistyped http://"), ("htp://photos.local", "not an http(s) URL"),
+    ("http://", "has no host name"), ("https://", "has no host name"), ("http://:2283", "with a host name"),
+])
+def test_a_malformed_server_url_is_refused_at_once(tmp_path, url: str, says: str):
+    result = cli(tmp_path, "-vv", "immich", "check", "--server", url, "--api-key", "k")
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert says in line and "Cannot reach" not in line
+    assert "retry" not in result.stderr and "HTTP Request" not in result.stderr  # no network at all
+
+
+@pytest.mark.parametrize("url", ["photos.local:2283", "http.local", "photos.local/immich", "http://photos.local:2283/"])
+def test_urls_that_only_look_odd_are_still_accepted(url: str):
+    from immich_ml_desktop.immich.client import api_base_url
+
+    import httpx
+
+    base = api_base_url(url)
+    assert base.endswith("/api") and httpx.URL(base).host in ("photos.local", "http.local")
+
+
+def test_immich_check_at_a_plain_web_server_says_in_one_line_that_it_is_not_immich(tmp_path):
+    import http.server
+    import threading
+
+    (tmp_path / "index.html").write_text("<html><body><h1>It works!</h1>" + "<p>x</p>\n" * 50 + "</body></html>")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        result = cli(tmp_path, "immich", "check", "--server", f"http://127.0.0.1:{web.server_port}", "--api-key", "k")
+    finally:
+        web.shutdown()
+        web.server_close()
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert f"http://127.0.0.1:{web.server_port} is not an Immich server" in line and "<" not in line
