@@ -212,3 +212,13 @@ def test_immich_check_at_a_plain_web_server_says_in_one_line_that_it_is_not_immi
     assert result.returncode == 2 and result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert f"http://127.0.0.1:{web.server_port} is not an Immich server" in line and "<" not in line
+
+
+def test_immich_check_at_our_own_ml_server_says_it_is_not_immich(tmp_path, cpu_engine):
+    from immich_ml_desktop.server.ml_server import MlServer
+
+    with MlServer(cpu_engine, port=0) as ml:
+        result = cli(tmp_path, "immich", "check", "--server", ml.url, "--api-key", "k")
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "is not an Immich server" in line and "Not Found" not in line and "detail" not in line
