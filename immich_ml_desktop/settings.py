@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
 import tempfile
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from immich_ml_desktop.models.precision import PRECISIONS
 from immich_ml_desktop.paths import APP_NAME, app_cache_dir, config_dir, default_library_path, default_model_cache_dir
@@ -22,7 +25,8 @@ __all__ = ["APP_NAME", "PRECISIONS", "Settings", "app_cache_dir", "config_dir", 
 
 @dataclass
 class Settings:
-    """Everything a user can set. Unknown keys in the saved file are ignored, missing ones defaulted."""
+    """Everything a user can set. Unknown keys in the saved file are ignored, missing ones defaulted, and a
+    value of the wrong type or out of range is ignored with a warning (the rest of the file still counts)."""
 
     device: str = "auto"                 # auto, cpu, cuda, directml, coreml, openvino:CPU, openvino:GPU, ...
     precision: str = "auto"              # OpenVINO inference precision: auto, f32, bf16, f16 (docs/engine.md)
@@ -45,13 +49,21 @@ class Settings:
     answer_cache_mb: int = 2048          # answers kept for Immich's requests (server/answer_cache.py); 0 = none
 
     def validate(self) -> Settings:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.answer_cache_mb < 0:
-            raise ValueError("answer_cache_mb must be 0 (no answer cache) or a positive size in MB")
-        if self.threads < 0:
-            raise ValueError("threads must be 0 (automatic) or a positive number")
+        """Raises ValueError naming the first field whose range (and type) is wrong."""
+        for name in _CHECKS:
+            problem = self.problem(name)
+            if problem:
+                raise ValueError(problem)
         return self
+
+    def problem(self, name: str) -> str | None:
+        """Why the value of field `name` cannot be used (its type, then its range), or None."""
+        value = getattr(self, name)
+        expected = _field_types()[name]
+        if not _has_type(value, expected):
+            return f"{name} must be {_TYPE_WORDS.get(expected, str(expected))}, not {json.dumps(value)}"
+        check = _CHECKS.get(name)
+        return check(value) if check else None
 
     @classmethod
     def path(cls) -> Path:
@@ -67,13 +79,20 @@ class Settings:
         except (OSError, ValueError) as e:
             log.warning("Ignoring unreadable settings file %s (%s); using defaults", path, e)
             return cls()
-        known = {f.name for f in dataclasses.fields(cls)}
-        settings = cls(**{k: v for k, v in raw.items() if k in known})
-        try:
-            return settings.validate()
-        except ValueError as e:
-            log.warning("Ignoring invalid settings in %s (%s); using defaults", path, e)
+        if not isinstance(raw, dict):
+            log.warning("Ignoring settings file %s: it holds %s, not an object of settings; using defaults",
+                        path, type(raw).__name__)
             return cls()
+        known = [f.name for f in dataclasses.fields(cls) if f.name in raw]
+        settings = cls(**{k: raw[k] for k in known})
+        default = cls()
+        for name in known:
+            problem = settings.problem(name)
+            if problem:  # one bad field never costs the others (nor locks the user out of the app)
+                log.warning("Ignoring the setting %s in %s: %s; using the default, %s",
+                            name, path, problem, json.dumps(getattr(default, name)))
+                setattr(settings, name, getattr(default, name))
+        return settings
 
     def save(self) -> None:
         """Write atomically: a crash mid-save never leaves a half-written settings file."""
@@ -87,3 +106,39 @@ class Settings:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+# Each field's range (its type is checked first, from the annotation); the answer says what is allowed.
+_CHECKS: dict[str, Any] = {
+    "precision": lambda v: None if v in PRECISIONS else f"precision must be one of {', '.join(PRECISIONS)}, not {v!r}",
+    "answer_cache_mb": lambda v: None if v >= 0 else
+    "answer_cache_mb must be 0 (no answer cache) or a positive size in MB",
+    "threads": lambda v: None if v >= 0 else "threads must be 0 (automatic) or a positive number",
+    "face_min_score": lambda v: None if 0 <= v <= 1 else f"face_min_score must be between 0 and 1, not {v}",
+    "model_ttl": lambda v: None if v >= 0 else "model_ttl must be 0 (never unload) or a positive number of seconds",
+    "server_port": lambda v: None if 0 <= v <= 65535 else f"server_port must be a port number (0-65535), not {v}",
+}
+_TYPE_WORDS: dict[Any, str] = {
+    str: "a string", int: "a whole number", float: "a number", bool: "true or false", list[str]: "a list of strings",
+}
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def _has_type(value: Any, expected: Any) -> bool:
+    """JSON's types against a field's annotation: a bool is no number, an int is a float."""
+    if expected is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if expected is float:
+        return isinstance(value, int | float)
+    if expected in (int, str):
+        return isinstance(value, expected)
+    if typing.get_origin(expected) is list:
+        (item,) = typing.get_args(expected)
+        return isinstance(value, list) and all(_has_type(v, item) for v in value)
+    return isinstance(value, expected)

@@ -117,3 +117,23 @@ def test_ocr_download_progress_is_shown_too(qtbot, tmp_path: Path, models_dir: P
     window.context.download_progress("ch_PP-OCRv5_det_mobile.onnx", 1_000_000, 4_000_000)
     qtbot.waitUntil(page.download_bar.isVisible)
     assert page.download_bar.value() == 250 and "ch_PP-OCRv5_det_mobile.onnx: 1 of 4 MB" in page.download_bar.text()
+
+
+def test_the_window_opens_with_a_settings_file_holding_a_wrong_type(qtbot, tmp_path: Path, models_dir: Path,
+                                                                      caplog) -> None:
+    """Issue 13 item 6: `{"threads": "4"}` or `{"device": [1, 2]}` in settings.json crashed the window as it
+    read the file (what `run_app` does first); the bad fields fall back to their defaults, the rest stay."""
+    import json
+
+    from immich_ml_desktop.settings import Settings
+
+    ui_settings(tmp_path, models_dir).save()
+    raw = json.loads(Settings.path().read_text())
+    Settings.path().write_text(json.dumps({**raw, "threads": "4", "device": [1, 2]}))
+    settings = Settings.load()
+    assert settings.threads == 0 and settings.device == "auto" and settings.clip_model == CLIP_PACK
+    assert sum("Ignoring the setting" in r.getMessage() for r in caplog.records) == 2
+    window = make_window(qtbot, settings, tmp_path / "w.ini")
+    page = window.page("Settings")
+    window.show_page("Settings")
+    assert page.threads.value() == 0 and page.is_present(page.clip_model, CLIP_PACK)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -64,10 +65,34 @@ def main(argv: list[str] | None = None, open_window: Callable[[], int] | None = 
             return 0
         return open_window()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could only print "Exception ignored"
+        return code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # some other pipe or socket: a real fault
+        # The reader of our output went away (`stats | head -3`): stop quietly, as command-line tools do.
+        # stdout is pointed at /dev/null so that the exit's flush of what is still buffered cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # what a shell reports for a tool ended by SIGPIPE
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader has gone: poll() reports POLLERR for it."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (ValueError, OSError):
+        return False
+    if not hasattr(select, "poll"):
+        return True  # Windows: no way to ask; the broken pipe was most likely stdout
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))

@@ -88,7 +88,8 @@ def library_settings_from_args(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def open_library(settings: Settings):  # -> LibraryStore (import kept lazy)
+def open_library(settings: Settings, *, create: bool = True):  # -> LibraryStore (import kept lazy)
+    """The library in `settings`; `create` False: an error when there is none (a mistyped --library)."""
     from immich_ml_desktop.library.store import LibraryStore
 
-    return LibraryStore(settings.library_path)
+    return LibraryStore(settings.library_path, create=create)

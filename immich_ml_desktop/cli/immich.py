@@ -198,6 +198,8 @@ def run_push(args: argparse.Namespace) -> int:
 
     settings = library_settings_from_args(args)
     folder = pushes_dir(settings.library_path)
+    if not (args.resume or args.undo):
+        open_library(settings, create=False).close()  # a mistyped --library is named before Immich is asked
     with _client(args) as client:
         if args.resume or args.undo:
             plan = PushPlan.load(args.plan) if args.plan else PushPlan.latest(folder)
@@ -211,7 +213,7 @@ def run_push(args: argparse.Namespace) -> int:
                 run = PushRun(client, plan, progress=_step_printer(args))
                 plan = run.apply() if args.resume else run.revert()
         else:
-            with open_library(settings) as store:
+            with open_library(settings, create=False) as store:
                 people = reviewed_people(People(store, args.face_model), include_unreviewed=args.all_groups)
             if not people:
                 raise InvalidInputError(
@@ -329,6 +331,8 @@ def run_send(args: argparse.Namespace) -> int:
     from immich_ml_desktop.services import immich_ml, send
 
     settings = library_settings_from_args(args)
+    if not args.restore:
+        open_library(settings, create=False).close()  # a mistyped --library is named before Immich is asked
     with _client(args) as client:
         if args.restore:
             state = send.SendState.load()
@@ -338,7 +342,7 @@ def run_send(args: argparse.Namespace) -> int:
             urls = send.restore_urls(client, state)
             print("Immich's ML URLs are back as they were: " + ", ".join(urls))
             return 0
-        with open_library(settings) as store:
+        with open_library(settings, create=False) as store:
             kinds = send.library_kinds(store, settings.clip_model, settings.face_model)
         warnings = send.differences(immich_ml.read_ml_config(client), settings.clip_model, settings.face_model,
                                     settings.face_min_score)

@@ -18,6 +18,7 @@ from immich_ml_desktop.cli.common import (
     print_json,
     task_specs_from_args,
 )
+from immich_ml_desktop.errors import InvalidInputError
 
 
 def register(sub: Any) -> None:
@@ -43,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from immich_ml_desktop.models.runtime import default_parallel
     from immich_ml_desktop.services.index import IndexJob, IndexProgress
 
+    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
+        raise InvalidInputError(f"--min-score must be between 0 and 1 (the default is 0.7), not {args.min_score:g}.")
+    if args.workers is not None and args.workers < 1:
+        raise InvalidInputError(f"--workers must be at least 1, not {args.workers}.")
     settings = library_settings_from_args(args)
     source = FolderSource(args.folders)
     bar = tqdm(total=0, unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from immich_ml_desktop.library.store import LibraryStore
 
     path = args.library or settings_from_args(args).library_path
-    with LibraryStore(path) as store:
+    with LibraryStore(path, create=False) as store:
         rows = store.task_results(args.task, args.model)
         held = store.result_counts()
     if not rows and args.task not in held:

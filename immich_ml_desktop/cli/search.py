@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise InvalidInputError("--limit must be at least 1.")
     settings = library_settings_from_args(args)
-    with open_library(settings) as store:
+    with open_library(settings, create=False) as store:
         models = store.clip_models()
         if settings.clip_model not in models:
             hint = f"search with --clip-model {models[0]}" if models else "index some folders first"

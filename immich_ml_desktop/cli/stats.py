@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     path = args.library or settings_from_args(args).library_path
     # Counts cover every model unless the user names one: a library may hold several.
-    with LibraryStore(path) as store:
+    with LibraryStore(path, create=False) as store:  # a mistyped path is named, not created empty
         counts = store.stats(clip_model=args.clip_model, face_model=args.face_model)
         failures = [
             {"path": f.key, "source": f.source, "task": f.task, "model": f.model, "reason": f.reason}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -76,12 +77,20 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 def api_base_url(url: str) -> str:
     """`https://photos.example` or `.../api/` -> `https://photos.example/api`; a URL that cannot be an
     Immich server's (no host, another scheme, a bad port) is refused at once, before any network."""
-    url = url.strip().rstrip("/")
+    given = url.strip()
+    url = given.rstrip("/")
     if not url:
         raise ImmichUnreachableError("No Immich server URL given: pass --server or set IMMICH_URL.")
-    if "://" not in url:
-        url = "http://" + url
     example = "e.g. http://192.168.1.10:2283 or https://photos.example.com"
+    if "://" not in url:
+        # `http//x`, `http:/x`, `https:x`, `http://` (its slashes stripped above): a mistyped scheme, not a host
+        # named "http" (which the network would be asked about for seconds before failing).
+        if url.lower() in ("http:", "https:"):
+            raise InvalidInputError(f"{given!r} has no host name; give it as {example}.")
+        head = re.split(r"[/:]", url, maxsplit=1)[0].lower()
+        if head in ("http", "https") and url.lower() != head and not re.fullmatch(r"https?:\d+", url.lower()):
+            raise InvalidInputError(f"{given!r} is not a valid server URL (mistyped {head}://); give it as {example}.")
+        url = "http://" + url
     try:
         parsed = httpx.URL(url)
         parsed.port  # noqa: B018 - raises for a port that is not a number

@@ -160,8 +160,15 @@ def _split_statements(script: str) -> Iterator[str]:
 
 
 class LibraryStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+        """Open the library at `path`; `create` False (commands that only read or push what a library
+        holds) refuses a path where there is none instead of creating an empty one and its folders."""
         self.path = Path(path)
+        if not create and not self.path.exists():
+            raise LibraryError(
+                f"There is no library at {self.path}: check the path (--library), or index some photos into "
+                "it first (`immich-ml-desktop index FOLDER --library FILE`, or `immich index`)."
+            )
         self._local = threading.local()
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._connections_lock = threading.Lock()

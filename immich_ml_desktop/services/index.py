@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import orjson
 
-from immich_ml_desktop.errors import LibraryError, SourceUnavailableError, UserError
+from immich_ml_desktop.errors import InvalidInputError, LibraryError, SourceUnavailableError, UserError
 from immich_ml_desktop.library.folders import SyncResult
 from immich_ml_desktop.library.store import Asset, AssetResult, LibraryStore
 from immich_ml_desktop.models.base import ModelTask, ModelType
@@ -166,6 +166,17 @@ def describe_error(e: BaseException) -> str:
     return str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
 
 
+def check_options(face_min_score: float, workers: int | None = None) -> None:
+    """Refuse options no index can be made with: a face threshold outside 0..1 finds no face (or every
+    blob) and the photos would be stored as done; `workers` must be a count of at least one."""
+    if not 0.0 <= face_min_score <= 1.0:  # NaN fails too
+        raise InvalidInputError(
+            f"The face detection threshold must be between 0 and 1 (Immich's default is 0.7), not {face_min_score:g}."
+        )
+    if workers is not None and workers < 1:
+        raise InvalidInputError(f"The number of photos worked on at once must be at least 1, not {workers}.")
+
+
 def immich_requests(clip_model: str | None, face_model: str | None, face_min_score: float) -> list[list[Entry]]:
     """The `/predict` entries Immich's smartSearch and faceDetection jobs send for these models and options
     (server/src/repositories/machine-learning.repository.ts: `encodeImage`, `detectFaces`)."""
@@ -200,6 +211,7 @@ class IndexJob:
     ) -> None:
         if not clip_model and not face_model and not tasks:
             raise UserError("Choose a CLIP model, a face model or both to index with.")
+        check_options(face_min_score, workers)
         self.store = store
         self.engine = engine
         self.source = source
