@@ -151,3 +151,14 @@ def test_the_idle_column_is_not_clipped(qtbot, tmp_path: Path, models_dir: Path)
     assert not table.horizontalScrollBar().isVisible()
     page.start_button.click()
     qtbot.waitUntil(lambda: page.start_button.isEnabled() and page.server is None, timeout=15000)
+
+
+def test_an_address_not_of_this_machine_is_explained_in_the_windows_words(qtbot, tmp_path: Path, models_dir: Path) -> None:
+    window = make_window(qtbot, ui_settings(tmp_path, models_dir, server_host="10.99.99.99", server_port=0),
+                         tmp_path / "w.ini")
+    window.show_page("Server")
+    page = window.page("Server")
+    page.start_button.click()
+    qtbot.waitUntil(lambda: page.message.isVisible(), timeout=20000)
+    text = page.message.text()
+    assert "not an address of this machine" in text and "as Host on the Server page" in text and "--host" not in text

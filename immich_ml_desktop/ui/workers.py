@@ -167,6 +167,7 @@ def relay(signal) -> Callable[..., None]:
 # or button. Matched on the core's actual wording (tests/test_ui_small_things.py raises the real errors).
 WINDOW_WORDS: list[tuple[str, str]] = [
     (r"choose another with --port", "choose another Port on the Server page"),
+    (r"with --host\.", "as Host on the Server page."),
     (r"Limit it with --allow ADDRESS", "Limit it with Allowed on the Server page"),
     (r"Add it with `serve --allow ([^`]+)` \(or in Settings\)", r"Add \1 to Allowed on the Server page"),
     (r"start the server with --forward URL \(or set it on the Server page\)", "set Forward to on the Server page"),
