@@ -202,3 +202,23 @@ def test_cancel_while_paused_stops_at_once(cpu_engine, library, tmp_path) -> Non
     job.cancel()
     thread.join(60)  # a paused job has nothing in flight: it ends without another photo
     assert not thread.is_alive() and out["summary"].cancelled and out["summary"].indexed == paused_at
+
+
+def test_a_run_with_another_face_threshold_redoes_the_photos_made_otherwise(cpu_engine, library, tmp_path) -> None:
+    """Faces are stored with the threshold they were found at: another threshold redoes those photos, the
+    same threshold finds nothing to do (it used to keep whatever an earlier run stored, e.g. 0 faces)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for rel in ("face_recognition/examples/obama.jpg", "face_recognition/examples/two_people.jpg"):
+        shutil.copy(PHOTOS / rel, folder / Path(rel).name)
+    strict = make_job(library, cpu_engine, folder, face_min_score=0.95).run()
+    assert strict.total == 2
+    strict_faces = len(library.faces(model=FACE_PACK))
+    assert make_job(library, cpu_engine, folder, face_min_score=0.95).run().total == 0  # same options: done
+
+    default = make_job(library, cpu_engine, folder, face_min_score=0.7).run()
+    assert default.total == 2 and default.failed == 0
+    assert len(library.faces(model=FACE_PACK)) > strict_faces  # 0.7 keeps faces 0.95 dropped
+    assert make_job(library, cpu_engine, folder, face_min_score=0.7).run().total == 0
+    rows = library.connection().execute("SELECT DISTINCT options FROM asset_status WHERE task = 'faces'").fetchall()
+    assert rows == [("minScore=0.7",)]

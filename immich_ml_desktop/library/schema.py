@@ -145,6 +145,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE faces ADD COLUMN found_by TEXT NOT NULL DEFAULT 'detector';
     """,
+    # 6: the options a result was made with (faces: 'minScore=0.7'), so a run with other options redoes it;
+    # NULL for results stored before this column (kept: nothing says they were made otherwise).
+    """
+    ALTER TABLE asset_status ADD COLUMN options TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

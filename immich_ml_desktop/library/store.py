@@ -406,18 +406,24 @@ class LibraryStore:
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     def pending_assets(self, *, clip_model: str | None, face_model: str | None, source: Source | None = None,
-                       retry_failed: bool = False, tasks: Sequence[TaskModel] = ()) -> list[Asset]:
+                       retry_failed: bool = False, tasks: Sequence[TaskModel] = (),
+                       face_options: str | None = None) -> list[Asset]:
         """Assets that still lack a result (done, or failed unless `retry_failed`) for a requested model
-        (CLIP, faces, or another task's (task, model) in `tasks`)."""
+        (CLIP, faces, or another task's (task, model) in `tasks`); with `face_options`, also those whose
+        faces were made with other options (a status stored before options were recorded counts as made
+        with them)."""
         needs = [(t, m) for t, m in (("clip", clip_model), ("faces", face_model)) if m] + _task_models(tasks)
         if not needs:
             return []
         state = "AND s.state = 'done'" if retry_failed else ""
-        missing = " OR ".join(
-            f"NOT EXISTS (SELECT 1 FROM asset_status s WHERE s.asset_id = a.id AND s.task = ? AND s.model = ? {state})"
-            for _ in needs
-        )
-        args: list[Any] = [x for pair in needs for x in pair]
+        clauses: list[str] = []
+        args: list[Any] = []
+        for task, model in needs:
+            same = " AND (s.options IS NULL OR s.options = ?)" if task == "faces" and face_options else ""
+            clauses.append(
+                f"NOT EXISTS (SELECT 1 FROM asset_status s WHERE s.asset_id = a.id AND s.task = ? AND s.model = ? {state}{same})")
+            args += [task, model] + ([face_options] if same else [])
+        missing = " OR ".join(clauses)
         src = ""
         if source:
             src = "a.source = ? AND "
@@ -428,10 +434,12 @@ class LibraryStore:
         return [_asset(r) for r in rows]
 
     # results ----------------------------------------------------------------------------------
-    def record_result(self, result: AssetResult, *, clip_model: str | None, face_model: str | None) -> None:
-        self.record_results([result], clip_model=clip_model, face_model=face_model)
+    def record_result(self, result: AssetResult, *, clip_model: str | None, face_model: str | None,
+                      face_options: str | None = None) -> None:
+        self.record_results([result], clip_model=clip_model, face_model=face_model, face_options=face_options)
 
-    def record_results(self, results: Sequence[AssetResult], *, clip_model: str | None, face_model: str | None) -> None:
+    def record_results(self, results: Sequence[AssetResult], *, clip_model: str | None, face_model: str | None,
+                       face_options: str | None = None) -> None:
         """Store each asset's preview size, CLIP vector, faces and 'done' status, all in one transaction.
         Faces replace any earlier faces of the same model, so a re-run never duplicates them."""
         now = time.time()
@@ -466,7 +474,7 @@ class LibraryStore:
                             ],
                         )
                     decisions.reapply(conn, r.asset_id, face_model, r.width, r.height)
-                    self._status(conn, r.asset_id, "faces", face_model, "done", None, now)
+                    self._status(conn, r.asset_id, "faces", face_model, "done", None, now, face_options)
                 for (task, model), result in (r.results or {}).items():
                     _task_models([(task, model)])
                     conn.execute(
@@ -476,7 +484,7 @@ class LibraryStore:
                     self._status(conn, r.asset_id, task, model, "done", None, now)
 
     def record_failure(self, asset_id: int, reason: str, *, clip_model: str | None, face_model: str | None,
-                       tasks: Sequence[TaskModel] = ()) -> None:
+                       tasks: Sequence[TaskModel] = (), face_options: str | None = None) -> None:
         """Mark the asset failed for every requested model, with the reason; drops partial results."""
         now = time.time()
         with self.write() as conn:
@@ -488,17 +496,20 @@ class LibraryStore:
             if face_model:
                 decisions.stash(conn, asset_id, face_model)  # kept until the photo indexes again
                 conn.execute("DELETE FROM faces WHERE asset_id = ? AND model = ?", (asset_id, face_model))
-                self._status(conn, asset_id, "faces", face_model, "failed", reason, now)
+                self._status(conn, asset_id, "faces", face_model, "failed", reason, now, face_options)
             for task, model in _task_models(tasks):
                 conn.execute("DELETE FROM task_results WHERE asset_id = ? AND task = ? AND model = ?", (asset_id, task, model))
                 self._status(conn, asset_id, task, model, "failed", reason, now)
 
     @staticmethod
     def _status(conn: sqlite3.Connection, asset_id: int, task: str, model: str, state: str, reason: str | None,
-                now: float) -> None:
+                now: float, options: str | None = None) -> None:
+        # Without options the column is left out (NULL): the same statement as before migration 6.
+        columns, values = ("", ()) if options is None else (", options", (options,))
         conn.execute(
-            "INSERT OR REPLACE INTO asset_status (asset_id, task, model, state, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (asset_id, task, model, state, reason, now),
+            f"INSERT OR REPLACE INTO asset_status (asset_id, task, model, state, reason, updated_at{columns}) "
+            f"VALUES (?, ?, ?, ?, ?, ?{', ?' * len(values)})",
+            (asset_id, task, model, state, reason, now, *values),
         )
 
     # reading ----------------------------------------------------------------------------------

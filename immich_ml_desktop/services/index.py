@@ -218,6 +218,8 @@ class IndexJob:
         self.clip_model = clip_model or None
         self.face_model = face_model or None
         self.face_min_score = face_min_score
+        # Stored with each photo's faces: a run with another threshold redoes the photos made otherwise.
+        self._face_options = f"minScore={face_min_score:g}"
         self.tasks = list(dict.fromkeys(tasks))  # each (task, model) once
         # Where the source knows the bytes Immich sends its ML service (an Immich source's previews), the
         # CLIP and first-pass face answers go into `answers` too, under the request Immich makes for them:
@@ -269,7 +271,7 @@ class IndexJob:
             scan = self.source.sync(self.store)
             pending = [] if self.cancelled else self.store.pending_assets(
                 clip_model=self.clip_model, face_model=self.face_model, source=self.source.kind,  # type: ignore[arg-type]
-                retry_failed=self.retry_failed, tasks=self._task_keys,
+                retry_failed=self.retry_failed, tasks=self._task_keys, face_options=self._face_options,
             )
             self._total = len(pending)
             if pending and not self.cancelled:
@@ -386,7 +388,8 @@ class IndexJob:
         """Store what the workers finished (one transaction) and report it."""
         results = [o.result for o in outcomes if o.result is not None]
         if results:
-            self.store.record_results(results, clip_model=self.clip_model, face_model=self.face_model)
+            self.store.record_results(results, clip_model=self.clip_model, face_model=self.face_model,
+                                      face_options=self._face_options)
         for o in outcomes:
             if o.error is not None:
                 self._fail(o.asset, o.error)
@@ -399,7 +402,8 @@ class IndexJob:
 
     def _fail(self, asset: Asset, reason: str) -> None:
         log.info("Cannot index %s: %s", asset.key, reason)
-        self.store.record_failure(asset.id, reason, clip_model=self.clip_model, face_model=self.face_model, tasks=self._task_keys)
+        self.store.record_failure(asset.id, reason, clip_model=self.clip_model, face_model=self.face_model, tasks=self._task_keys,
+                                  face_options=self._face_options)
         self._done += 1
         self._failed += 1
         self._rate.add(self._done)
