@@ -120,13 +120,20 @@ def test_ocr_download_progress_is_shown_too(qtbot, tmp_path: Path, models_dir: P
 
 
 def test_the_window_opens_with_a_settings_file_holding_a_wrong_type(qtbot, tmp_path: Path, models_dir: Path,
-                                                                      caplog) -> None:
+                                                                      caplog, monkeypatch) -> None:
     """Issue 13 item 6: `{"threads": "4"}` or `{"device": [1, 2]}` in settings.json crashed the window as it
     read the file (what `run_app` does first); the bad fields fall back to their defaults, the rest stay."""
     import json
+    import logging
 
     from immich_ml_desktop.settings import Settings
 
+    # Whatever earlier tests of the session did to logging (a level, a library's logging config that
+    # disables existing loggers), this test reads the settings module's warnings.
+    caplog.set_level(logging.WARNING, logger="immich_ml_desktop.settings")
+    for name in ("immich_ml_desktop", "immich_ml_desktop.settings"):
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     ui_settings(tmp_path, models_dir).save()
     raw = json.loads(Settings.path().read_text())
     Settings.path().write_text(json.dumps({**raw, "threads": "4", "device": [1, 2]}))
