@@ -199,8 +199,8 @@ def main() -> None:
                     plain_other.append(float(np.mean([cosine(face.embedding, o) for o in others])))
                 if name.startswith(("dark", "low contrast")):
                     methods = brighten.setdefault(name, {})
-                    for method, lit in (("none", image), ("clahe", fp.brightened(image)),
-                                        ("gamma", _gamma(image)), ("gamma+clahe", fp.brightened(_gamma(image)))):
+                    for method, lit in (("none", image), ("clahe", fp.clahe_l(image)),
+                                        ("gamma", fp.gamma_to_mid(image)), ("gamma+clahe", fp.brightened(image))):
                         d = engine.face_detector(FACE_PACK).detect_bgr(lit, 0.7, rounded=False)
                         hits = [Face(b, 0.0, np.zeros((5, 2)), np.zeros(1)) for b in d["boxes"]]
                         methods[method] = methods.get(method, 0) + (match(hits, box, centre) is not None)
@@ -239,14 +239,6 @@ def main() -> None:
     if rotated_cos:
         print(f"rotated pass, embedding (norm_crop on the original): median cosine to the plain photo's face "
               f"{statistics.median(rotated_cos):.3f}, min {min(rotated_cos):.3f} (n={len(rotated_cos)})")
-
-
-def _gamma(bgr: np.ndarray) -> np.ndarray:
-    """Gamma chosen so that the mean grey level becomes 0.5."""
-    mean = max(1.0, float(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).mean())) / 255
-    gamma = np.log(0.5) / np.log(mean) if mean < 0.999 else 1.0
-    table = np.clip((np.arange(256) / 255) ** gamma * 255, 0, 255).astype(np.uint8)
-    return cv2.LUT(bgr, table)
 
 
 def _no_face_photos(photos: Path) -> list[str]:
