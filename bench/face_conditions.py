@@ -13,8 +13,9 @@ labelled box (IoU >= 0.25).
 
 Passes run as the library runs them (`services.face_passes`): Immich's, then padded, bright, rotated,
 each only when all before it found nothing. Columns: labelled faces found after each pass; ms: median
-milliseconds of Immich's pass per photo (the baseline, same run) and, for each added pass, the photos it
-ran on and its median milliseconds there. Also compares brightening methods and where the bright and
+milliseconds of Immich's pass per photo (the baseline, same run) and, for each added pass, its median
+milliseconds on the photos it ran on, its median ratio to Immich's pass on the same photo (x), and how
+many photos it ran on. Also compares brightening methods and where the bright and
 rotated passes' embeddings are cut, by cosine similarity to the same person's upright faces.
 """
 
@@ -138,6 +139,21 @@ def run_passes(engine: Engine, bgr: np.ndarray) -> tuple[list[list[Face]], dict[
     return after, ms
 
 
+def _record(times: dict[str, list[float]], ms: dict[str, float]) -> None:
+    """Each pass's ms, and its ratio to Immich's pass on the same photo (`<stage> x`): on a shared machine
+    whose load changes during the run, the ratio moves less than the milliseconds."""
+    for stage, t in ms.items():
+        times.setdefault(stage, []).append(t)
+        if stage != "immich":
+            times.setdefault(f"{stage} x", []).append(t / ms["immich"])
+
+
+def _cost(times: dict[str, list[float]], stage: str) -> str:
+    if stage not in times:
+        return "- (0)"
+    return f"{statistics.median(times[stage]):.0f}, {statistics.median(times[stage + ' x']):.2f} ({len(times[stage])})"
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
@@ -181,8 +197,7 @@ def main() -> None:
                 counts = found.setdefault(name, [0] * len(STAGES))
                 for i, faces in enumerate(after):
                     counts[i] += match(faces, box, centre) is not None
-                for stage, t in ms.items():
-                    times.setdefault(name, {}).setdefault(stage, []).append(t)
+                _record(times.setdefault(name, {}), ms)
                 hit = match(after[-1], box, centre)
                 others = [e for e in upright[identity] if e is not face.embedding]  # the person's other photos
                 if hit is not None and hit.found_by == "bright":
@@ -212,17 +227,15 @@ def main() -> None:
             counts = found.setdefault("no-face photos (wrong finds)", [0] * len(STAGES))
             for i, faces in enumerate(after):
                 counts[i] += bool(faces)
-            for stage, t in ms.items():
-                times.setdefault("no-face photos (wrong finds)", {}).setdefault(stage, []).append(t)
+            _record(times.setdefault("no-face photos (wrong finds)", {}), ms)
 
     print(f"{len(kept)} labelled faces; is_dark() holds for {dark_plain} of the {len(kept)} plain photos")
     head = f"{'condition':<29} {'n':>3} " + " ".join(f"{s:>8}" for s in STAGES) + \
-        f" {'immich ms':>9} " + " ".join(f"{s + ' ms (runs)':>20}" for s in STAGES[1:])
+        f" {'immich ms':>9} " + " ".join(f"{s + ' ms, x (runs)':>23}" for s in STAGES[1:])
     print(head)
     for name, counts in found.items():
         t = times[name]
-        cost = " ".join(
-            f"{(f'{statistics.median(t[s]):.0f} ({len(t[s])})' if s in t else '- (0)'):>20}" for s in STAGES[1:])
+        cost = " ".join(f"{_cost(t, s):>23}" for s in STAGES[1:])
         print(f"{name:<29} {totals[name]:>3} " + " ".join(f"{c:>8}" for c in counts) +
               f" {statistics.median(t['immich']):>9.0f} {cost}")
     print("brightening, labelled faces found by one detector call on the brightened copy:")
