@@ -168,7 +168,9 @@ def rotation_canvas(bgr: np.ndarray, angle: float, side: int = DETECTION_SIZE[0]
     and the 2x3 affine matrix from photo pixels to canvas pixels.
 
     The photo is first shrunk (INTER_AREA, no aliasing) to the scale the detector would use anyway, then
-    turned, so the canvas costs no more than the detector's own resize.
+    turned, so the canvas costs no more than the detector's own resize. It is never enlarged: a photo
+    smaller than the canvas sits in its middle, which also pads a small tight crop as the padded pass
+    does (bench/face_conditions.py: 25 of 27 tight crops turned 35 degrees found, 16 without this pass).
     """
     height, width = bgr.shape[:2]
     rad = np.deg2rad(angle)
