@@ -2,8 +2,8 @@
 
     python bench/cluster_quality.py [--device cpu|openvino:CPU] [--shared ../shared]
 
-Sets (faces from the real face pack test-scrfd25g-r512, found with the library's detection including the
-padded second pass):
+Sets (faces from the real face pack test-scrfd25g-r512, found with the library's detection including its own
+passes: padded, bright, rotated; see services/face_passes.py):
   easy        the labelled faces of face_identities.csv and photoprism_face_identities.csv
   hard        the same people again as tight 150 px crops, small faces pasted into scenes, rotated 25
               degrees and darkened, mixed with every face of the group photos (Solvay 1927, PASCAL VOC
