@@ -106,6 +106,35 @@ def test_default_never_puts_two_faces_of_one_photo_together() -> None:
     assert (labels != UNASSIGNED).sum() >= 4  # but the twins are still grouped, one group each
 
 
+def on_plane6(plane: int, degrees: float) -> np.ndarray:
+    """As `on_plane`, in 6-d: three planes."""
+    v = np.zeros(6, np.float32)
+    v[2 * plane], v[2 * plane + 1] = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return v
+
+
+def test_weak_faces_join_a_group_they_are_close_to_but_never_found_one() -> None:
+    """Two dark faces of different people look alike to the recognizer (they sit close together, plane 2
+    here) and would found a mixed group; marked weak they stay unassigned. A weak face close to a real
+    group joins it, and a weak face of the same photo as a group's face does not."""
+    faces = [(0, 0), (0, 5), (0, 10),  # a person: three photos
+             (1, 0), (1, 6), (1, 12),  # another person
+             (2, 0), (2, 8),           # two weak faces close to each other only
+             (0, 20),                  # a weak face near the first person
+             (1, 18)]                  # a weak face near the second person, on a photo of that person
+    vectors = np.stack([on_plane6(p, a) for p, a in faces])
+    photos = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 3])
+    weak = np.array([False] * 6 + [True] * 4)
+    plain = group_faces(vectors, photos)
+    assert plain[6] == plain[7] != UNASSIGNED  # unmarked, the two found a group of their own
+    got = group_faces(vectors, photos, weak=weak)
+    assert got[0] == got[1] == got[2] != UNASSIGNED and got[3] == got[4] == got[5] != UNASSIGNED
+    assert got[6] == got[7] == UNASSIGNED  # never found a group
+    assert got[8] == got[0]  # joins the group it is close to
+    assert got[9] == UNASSIGNED  # photo 3 already has a face in that group
+    assert len(set(got.tolist()) - {UNASSIGNED}) == 2
+
+
 def test_default_respects_fixed_and_forbidden_decisions() -> None:
     photos = np.arange(len(NAMES))
     params = GroupingParams(link_distance=0.3, join_distance=0.3, min_group_size=2)

@@ -220,6 +220,36 @@ def test_incremental_places_new_faces_without_reshuffling(tmp_path: Path) -> Non
         assert len(joined) == 1 and after[joined[0]] - groups[joined[0]] == {new_face}
 
 
+@dataclass
+class _BrightFace(_Face):
+    found_by: str = "bright"
+
+
+def test_faces_of_the_bright_pass_join_groups_but_never_found_one(tmp_path: Path) -> None:
+    """Faces stored as found by the bright pass are grouped as weak faces: two of them close together
+    (dark faces of different people look alike) stay unassigned instead of making a mixed group, and one
+    close to a person's group joins it."""
+    rng = np.random.default_rng(9)
+    a, dark = _person(rng), _person(rng)
+    photos = [[a + 0.25 * rng.standard_normal(DIM)] for _ in range(3)]
+    path = tmp_path / "lib.sqlite3"
+    with build_library(path, photos) as store:
+        bright = []
+        for i, v in enumerate([dark + 0.2 * rng.standard_normal(DIM), dark + 0.2 * rng.standard_normal(DIM),
+                               a + 0.25 * rng.standard_normal(DIM)]):
+            asset, _ = store.upsert_asset("folder", f"/photos/dark{i}.jpg", size=1, mtime_ns=1)
+            store.record_result(AssetResult(asset, 100, 100, None, [_BrightFace(np.zeros(4), 0.9, np.zeros((5, 2)), v)]),
+                                clip_model=None, face_model=MODEL)
+            bright.append(store.faces(asset_id=asset)[0].id)
+        people = People(store)
+        people.recluster()
+        groups = people.groups()
+        assert len(groups) == 1  # the two dark look-alikes founded nothing
+        members = {f.face_id for f in people.group(groups[0].id).faces}
+        assert bright[2] in members and bright[0] not in members and bright[1] not in members
+        assert len(members) == 4
+
+
 def test_cluster_command_json(library) -> None:
     path, who = library
     out = subprocess.run(

@@ -248,8 +248,14 @@ def group_faces(
     photos: np.ndarray,
     params: GroupingParams = GroupingParams(),
     constraints: Constraints | None = None,
+    weak: np.ndarray | None = None,
 ) -> np.ndarray:
     """Group faces into people: one label per face, `UNASSIGNED` for faces left out.
+
+    `weak` marks faces whose vectors are known to be poor (e.g. found only on a brightened copy of a dark
+    photo: their vectors are about as close to each other as to their own person's, docs/faces.md). They
+    take no part in steps 1-3, so they never found a group nor link two faces into one; at the end each
+    joins the nearest group, new or fixed, under the rules of step 4, or stays unassigned.
 
     1. Faces not fixed by the user are linked to their `neighbours` nearest faces within
        `link_distance`; the connected parts of that graph are blocks that can be clustered separately.
@@ -267,7 +273,8 @@ def group_faces(
     labels = np.full(n, UNASSIGNED, dtype=np.int64)
     for face, group in constraints.fixed.items():
         labels[face] = group
-    free = np.flatnonzero(labels == UNASSIGNED)
+    weak_mask = np.zeros(n, dtype=bool) if weak is None else np.asarray(weak, dtype=bool)
+    free = np.flatnonzero((labels == UNASSIGNED) & ~weak_mask)
     sets = _cluster_free_faces(unit[free], photos[free], params) if free.size else []
     sets = [free[s] for s in sets]
     clustered = np.zeros(n, dtype=bool)
@@ -291,6 +298,14 @@ def group_faces(
         if target != UNASSIGNED:
             labels[members] = target
             fixed_groups.add(target, members)
+    weak_free = np.flatnonzero((labels == UNASSIGNED) & weak_mask)
+    if weak_free.size:
+        homes = _FixedGroups(unit, photos, labels, constraints.forbidden)  # every group, new ones too
+        for face in weak_free.tolist():
+            target, members = homes.best_home(np.array([face]), params)
+            if target != UNASSIGNED:
+                labels[members] = target
+                homes.add(target, members)
     return labels
 
 

@@ -40,6 +40,9 @@ GroupFilter = Literal["all", "unnamed", "named", "hidden"]
 Algorithm = Literal["default", "immich"]
 ALGORITHMS = ("default", "immich")
 HISTORY_LIMIT = 500  # review actions kept for undo
+# Faces found only by these passes have poor vectors (bright: median cosine 0.15 to their person's other
+# faces against 0.66 for plain faces, docs/faces.md): they may join a group but never found or link one.
+WEAK_PASSES = frozenset({"bright"})
 SUGGEST_SIMILARITY = 0.3  # average cosine similarity from which two groups are offered for merging
 
 
@@ -395,7 +398,7 @@ class People:
             raise InvalidInputError(f"Unknown grouping algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}.")
         conn = self.store.connection()
         rows = conn.execute(
-            "SELECT f.id, f.asset_id, f.vector, a.group_id, coalesce(g.confirmed, 0) FROM faces f "
+            "SELECT f.id, f.asset_id, f.vector, a.group_id, coalesce(g.confirmed, 0), f.found_by FROM faces f "
             "LEFT JOIN face_assignments a ON a.face_id = f.id LEFT JOIN face_groups g ON g.id = a.group_id "
             "WHERE f.model = ? AND f.id NOT IN (SELECT face_id FROM not_faces) ORDER BY f.id",
             (self.model,),
@@ -416,7 +419,9 @@ class People:
                 initial[i] = g
             labels = immich_cluster(vectors, params or ImmichParams(), initial=initial, forbidden=forbidden)
         else:
-            labels = group_faces(vectors, photos, params or GroupingParams(), Constraints(fixed=fixed, forbidden=forbidden))
+            weak = np.array([r[5] in WEAK_PASSES for r in rows], dtype=bool)
+            labels = group_faces(vectors, photos, params or GroupingParams(), Constraints(fixed=fixed, forbidden=forbidden),
+                                 weak=weak)
         return face_ids, labels, set(fixed.values())
 
     # the machinery ------------------------------------------------------------------------------
