@@ -206,3 +206,24 @@ def test_cell_search_finds_the_neighbours_of_large_libraries(monkeypatch: pytest
     labels = group_faces(vectors, photos)
     for g in set(labels[labels != UNASSIGNED].tolist()):
         assert len(set(truth[labels == g].tolist())) == 1
+
+
+def test_copies_of_each_photo_do_not_cut_a_person_in_two() -> None:
+    """Every photo of a person also exists as re-saved copies (cosine >= 0.985 to each other):
+    the copies of one photo are a tight set, and the rule that keeps two tight groups apart used to cut
+    the person into one group per photo. Copies count once towards that rule; the look-alike rule still
+    holds for sets of genuinely different photos (test_default_separates_the_chained_trios_and_keeps_pairs)."""
+    rng = np.random.default_rng(3)
+    dim = 64
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+    person = rng.standard_normal(dim)
+    originals = unit(person + 0.7 * rng.standard_normal((4, dim)))  # different photos: about 0.3 apart
+    vectors = unit(np.repeat(originals, 3, axis=0) + 0.01 * rng.standard_normal((12, dim)))  # 3 versions each
+    photos = np.arange(12)
+    dots = vectors @ vectors.T
+    assert dots[0, 1] > 0.985 and 0.6 < dots[0, 3] < 0.8  # copies are copies; other photos are as real ones
+    labels = group_faces(vectors, photos)
+    assert len(set(labels.tolist())) == 1 and labels[0] != UNASSIGNED

@@ -19,6 +19,12 @@ UNASSIGNED = -1
 EXACT_SEARCH_LIMIT = 20_000
 # Largest block given to scipy's linkage at once (its condensed matrix is m*(m-1)/2 doubles).
 BLOCK_LIMIT = 4_000
+# Faces this close (cosine >= 0.985) on different photos are the same picture: a re-saved copy, or one
+# edited without changing the face much (stronger edits are not caught). Different photos of one person
+# are much further apart (median cosine 0.66 on ../shared/photos' labelled faces, docs/faces.md). The
+# separation rule counts such copies once, so a person whose every photo exists in several versions is
+# not cut into "tight groups" of one photo's copies each.
+COPY_DISTANCE = 0.015
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -390,7 +396,8 @@ def _cluster_block(unit: np.ndarray, photos: np.ndarray, block: np.ndarray, para
     v = unit[block]
     square = np.clip(1.0 - v @ v.T, 0.0, 2.0).astype(np.float64)
     merges = linkage(squareform(square, checks=False), method="average")
-    return [block[m] for m in _constrained_cut(merges, v.astype(np.float64), photos[block], params) if len(m) >= 2]
+    _, copy_of = connected_components(coo_matrix(square <= COPY_DISTANCE), directed=False)
+    return [block[m] for m in _constrained_cut(merges, v.astype(np.float64), photos[block], params, copy_of) if len(m) >= 2]
 
 
 def _join_sets(unit: np.ndarray, photos: np.ndarray, sets: list[np.ndarray], params: GroupingParams) -> list[np.ndarray]:
@@ -446,16 +453,20 @@ def _spread(total: np.ndarray, count: int) -> float:
     return 1.0 - (float(total @ total) - count) / (count * (count - 1))
 
 
-def _constrained_cut(merges: np.ndarray, unit: np.ndarray, photos: np.ndarray, params: GroupingParams) -> list[list[int]]:
+def _constrained_cut(merges: np.ndarray, unit: np.ndarray, photos: np.ndarray, params: GroupingParams,
+                     copy_of: np.ndarray | None = None) -> list[list[int]]:
     """Maximal dendrogram nodes whose every merge was allowed.
 
     A merge is allowed when it happens at <= `link_distance`, joins no two faces of one photo, and, when
     both sides already hold `separate_size` faces, the sides are not much further apart than each side's
     own faces are (`separation`): two tight groups with a gap between them are look-alikes, not one person.
+    Faces that `copy_of` marks as copies of one picture count once towards `separate_size`.
     Average linkage has no inversions, so one bottom-up sweep decides every node.
     """
     m = len(photos)
+    copies = (np.arange(m) if copy_of is None else np.asarray(copy_of)).tolist()
     members: list[list[int] | None] = [[i] for i in range(m)] + [None] * (m - 1)
+    pictures: list[set | None] = [{c} for c in copies] + [None] * (m - 1)
     seen: list[set | None] = [{p} for p in photos.tolist()] + [None] * (m - 1)
     sums: list[np.ndarray | None] = list(unit) + [None] * (m - 1)
     ok = [True] * m + [False] * (m - 1)
@@ -464,15 +475,19 @@ def _constrained_cut(merges: np.ndarray, unit: np.ndarray, photos: np.ndarray, p
         if not (ok[a] and ok[b] and height <= params.link_distance):
             continue
         ma, mb, sa, sb, ua, ub = members[a], members[b], seen[a], seen[b], sums[a], sums[b]
+        pa, pb = pictures[a], pictures[b]
         assert ma is not None and mb is not None and sa is not None and sb is not None  # ok: a node not merged
-        assert ua is not None and ub is not None
+        assert ua is not None and ub is not None and pa is not None and pb is not None
         na, nb = len(ma), len(mb)
-        if min(na, nb) >= params.separate_size and height > params.separation + max(_spread(ua, na), _spread(ub, nb)):
+        if min(len(pa), len(pb)) >= params.separate_size and height > params.separation + max(
+            _spread(ua, na), _spread(ub, nb)
+        ):
             continue
         small, large = (sa, sb) if len(sa) < len(sb) else (sb, sa)
         if not large.isdisjoint(small):
             continue
         large.update(small)
         seen[node], members[node], sums[node], ok[node] = large, ma + mb, ua + ub, True
-        members[a] = members[b] = seen[a] = seen[b] = sums[a] = sums[b] = None
+        pictures[node] = pa | pb
+        members[a] = members[b] = seen[a] = seen[b] = sums[a] = sums[b] = pictures[a] = pictures[b] = None
     return [group for i, group in enumerate(members) if ok[i] and group is not None]
