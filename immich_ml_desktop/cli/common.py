@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,7 +27,13 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    settings = Settings.load()
+    """The saved settings with the command's options applied. The file is read once per command (a copy
+    each call), so a bad field's warning is said once however many parts of the command ask."""
+    loaded = getattr(args, "_saved_settings", None)
+    if loaded is None:
+        loaded = Settings.load()
+        args._saved_settings = loaded
+    settings = dataclasses.replace(loaded)
     if getattr(args, "cache_dir", None):
         settings.model_cache_dir = str(args.cache_dir)
     if getattr(args, "device", None):

@@ -36,7 +36,8 @@ def _answer_cache(max_mb: int) -> dict[str, Any] | None:
 def run(args: argparse.Namespace) -> int:
     from immich_ml_desktop.library.store import LibraryStore
 
-    path = args.library or settings_from_args(args).library_path
+    settings = settings_from_args(args)  # read once: a bad field's warning is said once
+    path = args.library or settings.library_path
     # Counts cover every model unless the user names one: a library may hold several.
     with LibraryStore(path, create=False) as store:  # a mistyped path is named, not created empty
         counts = store.stats(clip_model=args.clip_model, face_model=args.face_model)
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         results = store.result_counts()  # other tasks (a model class's own, OCR): assets with a result per model
         models = {"clip": store.clip_models(), "faces": store.face_models(), **{t: sorted(m) for t, m in results.items()}}
-    answers = _answer_cache(settings_from_args(args).answer_cache_mb)
+    answers = _answer_cache(settings.answer_cache_mb)
     if args.json:
         print_json({**counts, "results": results, "models": models, "failures": failures, "library": str(path),
                     "answer_cache": answers})

@@ -269,8 +269,10 @@ class InferenceModel:
         """Loaded for the length of the block: the idle reaper never unloads a model a call is using."""
         with self._load_lock:
             self._in_use += 1
+            loaded = self.loaded  # counted as in use: nothing unloads it from here on
         try:
-            self.load()
+            if not loaded:
+                self.load()
             yield
         finally:
             with self._load_lock:
