@@ -18,32 +18,27 @@ on tight crops. Vectors are cached in --cache so that reruns only cluster.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from immich_ml_desktop.library.clustering import UNASSIGNED, GroupingParams, ImmichParams, group_faces, immich_cluster  # noqa: E402
+from face_sets import CONDITIONS, FACE_PACK, SCENE, FaceSet, build, labelled_photos  # noqa: E402, F401
 
-FACE_PACK = "test-scrfd25g-r512"
-STRANGER_PHOTOS = [
-    "cospectrum_scrfd/images/solvay_conference_1927.png",
-    "insightface/t1.jpg",
-    "insightface/Tom_Hanks_54745.png",
-    "skimage/astronaut.png",
-    *[f"dlib/examples/faces/{n}" for n in (
-        "2008_001322.jpg", "2008_002079.jpg", "2009_004587.jpg", "bald_guys.jpg", "2008_007676.jpg",
-        "2008_002470.jpg", "2007_007763.jpg", "Tom_Cruise_avp_2014_4.jpg", "2008_004176.jpg",
-        "2008_002506.jpg", "2008_001009.jpg")],
-]
-SCENE = "photoprism/assets/examples/beach_sand.jpg"
+from immich_ml_desktop.library.clustering import (  # noqa: E402
+    UNASSIGNED,
+    GroupingParams,
+    ImmichParams,
+    group_faces,
+    immich_cluster,
+    weak_by_quality,
+)
+from immich_ml_desktop.library.people import WEAK_PASSES  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -65,14 +60,16 @@ def scores(truth: np.ndarray, labels: np.ndarray, photos: np.ndarray) -> dict[st
     identity_size = np.asarray(c.sum(axis=1)).ravel()[c.row]
     b_precision = (cells**2 / group_size).sum() / cells.sum()
     b_recall = (cells**2 / identity_size).sum() / cells.sum()
-    same_photo = 0
+    same_photo = mixed = 0
     for g in np.unique(labels[labels != UNASSIGNED]):
         members = photos[labels == g]
         same_photo += int(len(members) != len(np.unique(members)))
+        mixed += int(len(np.unique(truth[labels == g])) > 1)
     return {
         "P": precision, "R": recall, "F1": _f(precision, recall),
         "BP": b_precision, "BR": b_recall, "BF": _f(b_precision, b_recall),
         "groups": len(np.unique(labels[labels != UNASSIGNED])), "unassigned": int(lonely.sum()), "same_photo": same_photo,
+        "mixed": mixed,
     }
 
 
@@ -83,81 +80,18 @@ def _f(p: float, r: float) -> float:
 # ------------------------------------------------------------------------------------------ real faces
 
 
-def labelled_photos(photos_dir: Path) -> list[tuple[str, str]]:
-    with open(photos_dir / "face_identities.csv") as f:
-        rows = [(r["path"], r["identity"]) for r in csv.DictReader(f)]
-    with open(photos_dir / "photoprism_face_identities.csv") as f:
-        photoprism = list(csv.DictReader(f))
-    for r in photoprism:
-        who = r["persons_per_photoprism_net_test"]
-        if who != "no-face" and "+" not in who:  # two-person photos do not say which face is whom
-            rows.append((r["path"], f"pp:{who}"))
-    return rows
-
-
-def variants(image: Image.Image, box: np.ndarray, scene: Image.Image) -> dict[str, Image.Image]:
-    """The harder versions of one labelled photo, each built around its labelled face `box`."""
-    x1, y1, x2, y2 = [int(v) for v in box]
-    x1, y1 = max(0, x1), max(0, y1)
-    x2, y2 = min(image.width, x2), min(image.height, y2)
-    tight = image.crop((x1, y1, x2, y2)).resize((150, 150), Image.Resampling.BICUBIC)
-    scale = 40 / max(1, x2 - x1)  # the face ~40 px wide inside a 1600 px scene: ~16 px at detection
-    small_photo = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.LANCZOS)
-    small = scene.resize((1600, 1067)).copy()
-    small.paste(small_photo, (700, 400))
-    rotated = image.rotate(25, expand=True, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
-    dark = ImageEnhance.Brightness(image).enhance(0.25)
-    return {"tight": tight, "small": small, "rotated": rotated, "dark": dark}
-
-
-def real_sets(photos_dir: Path, engine, cache: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """{'easy': (vectors, identities, photos), 'hard': (...)}, from the cache when present."""
-    if cache.exists():
-        data = np.load(cache, allow_pickle=False)
-        return {s: (data[f"{s}_v"], data[f"{s}_t"], data[f"{s}_p"]) for s in ("easy", "hard")}
-    from immich_ml_desktop.models.images import decode_image
-    from immich_ml_desktop.services.face_passes import detect_faces_with_fallback
-
-    def largest(faces):
-        return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-
-    scene = decode_image((photos_dir / SCENE).read_bytes())
-    easy: list[tuple[np.ndarray, str, str]] = []
-    hard: list[tuple[np.ndarray, str, str]] = []
-    plain_found = padded_found = tight_total = 0
-    for rel, identity in labelled_photos(photos_dir):
-        image = decode_image((photos_dir / rel).read_bytes())
-        faces = engine.faces(FACE_PACK, image)
-        if not faces:
-            print(f"  no face found in labelled {rel}; left out")
-            continue
-        face = largest(faces)
-        easy.append((face.embedding, identity, rel))
-        hard.append((face.embedding, identity, rel))
-        for kind, variant in variants(image, face.box, scene).items():
-            found = detect_faces_with_fallback(engine, FACE_PACK, variant)
-            if kind == "tight":
-                tight_total += 1
-                plain_found += bool(engine.faces(FACE_PACK, variant))
-                padded_found += bool(found)
-            if found:
-                hard.append((largest(found).embedding, identity, f"{rel}#{kind}"))
-    print(f"tight 150 px crops of {tight_total} labelled faces: Immich's pass finds {plain_found}, "
-          f"with the padded second pass {padded_found} (+{padded_found - plain_found})")
-    for i, rel in enumerate(STRANGER_PHOTOS):
-        path = photos_dir / rel
-        if not path.exists():
-            continue
-        for j, face in enumerate(detect_faces_with_fallback(engine, FACE_PACK, decode_image(path.read_bytes()))):
-            hard.append((face.embedding, f"stranger:{i}:{j}", rel))
-    out = {}
-    for name, rows in (("easy", easy), ("hard", hard)):
-        ids = {ident: k for k, ident in enumerate(dict.fromkeys(r[1] for r in rows))}
-        pids = {p: k for k, p in enumerate(dict.fromkeys(r[2] for r in rows))}
-        out[name] = (np.stack([r[0] for r in rows]).astype(np.float32),
-                     np.array([ids[r[1]] for r in rows]), np.array([pids[r[2]] for r in rows]))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, **{f"{s}_{k}": a for s, arrs in out.items() for k, a in zip("vtp", arrs)})
+def condition_sets(faces: FaceSet, half: str) -> dict[str, FaceSet]:
+    """'easy': the labelled faces on their plain photos; 'plain': every base face on its plain photo;
+    one set per condition: the plain photos plus their copies under that condition (a library holding
+    originals and their edited copies side by side); 'all': every version of every photo. Only the
+    identities of `half` ('tune' or 'report')."""
+    mine = faces.tune if half == "tune" else ~faces.tune
+    plain = faces.condition == "plain"
+    labelled = np.array([not n.startswith("extra:") and "#" not in n for n in faces.name.tolist()])
+    out = {"easy": faces.take(mine & plain & labelled), "plain": faces.take(mine & plain)}
+    for condition in CONDITIONS:
+        out[condition] = faces.take(mine & (plain | (faces.condition == condition)))
+    out["all"] = faces.take(mine)
     return out
 
 
@@ -178,42 +112,97 @@ def lookalike_sets(seeds: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]
 # ------------------------------------------------------------------------------------------ table
 
 
+def ours(f: FaceSet, params: GroupingParams | None = None) -> np.ndarray:
+    """Our default as the library runs it: with the faces' measured quality and the passes that found them."""
+    params = params or GroupingParams()
+    weak = weak_by_quality(f.sharpness, f.lower_detail, params) | np.isin(f.found_by, list(WEAK_PASSES))
+    return group_faces(f.vectors, f.photo, params, weak=weak)
+
+
 ALGORITHMS = {
-    "immich (0.5, 3)": lambda v, p: immich_cluster(v, ImmichParams()),
-    "ours (default)": lambda v, p: group_faces(v, p, GroupingParams()),
+    "immich (0.5, 3)": lambda f: immich_cluster(f.vectors, ImmichParams()),
+    "ours (default)": ours,
 }
+HEADER = (f"{'set':<13} {'faces':>5} {'ids':>4} {'found':>7} {'algorithm':<16} {'pair P':>6} {'pair R':>6} {'pair F1':>7} "
+          f"{'B3 P':>5} {'B3 R':>5} {'B3 F':>5} {'groups':>6} {'unassigned':>10} {'mixed':>5} {'same-photo':>10}")
+
+
+def _row(set_name: str, n: int, ids: int, found: str, algo: str, s: dict) -> str:
+    return (f"{set_name:<13} {n:>5} {ids:>4} {found:>7} {algo:<16} {s['P']:>6.3f} {s['R']:>6.3f} {s['F1']:>7.3f} "
+            f"{s['BP']:>5.3f} {s['BR']:>5.3f} {s['BF']:>5.3f} {s['groups']:>6.0f} {s['unassigned']:>10.0f} "
+            f"{s['mixed']:>5.0f} {s['same_photo']:>10.0f}")
+
+
+def _synthetic(vectors: np.ndarray, photos: np.ndarray) -> FaceSet:
+    """Synthetic vectors as a FaceSet whose quality is unknown (NaN: counted as good)."""
+    n = len(vectors)
+    nan = np.full(n, np.nan)
+    return FaceSet(vectors=vectors, identity=np.zeros(n, dtype=int), name=np.array([""] * n), photo=photos,
+                   base=np.zeros(n, dtype=int), condition=np.array([""] * n), tune=np.zeros(n, dtype=bool),
+                   found_by=np.array(["detector"] * n), score=nan, box=np.zeros((n, 4)), landmarks=np.zeros((n, 5, 2)),
+                   brightness=nan, contrast=nan, sharpness=nan, lower_detail=nan, expected={}, found={}, seconds={})
+
+
+def tune(sets: dict[str, FaceSet]) -> None:
+    """A grid over the grouping's quality rules, scored on the tuning half only: the fewest groups mixing
+    people or holding two faces of one photo (summed over the sets), then the worst BCubed F of a set."""
+    import itertools
+
+    grid = {"copy_distance": (0.015, 0.08, 0.12, 0.16, 0.2), "weak_norm": (0.6, 0.7, 0.75),
+            "weak_join_distance": (0.4, 0.45, 0.5, 0.6), "weak_sharpness": (0.0, 5.0, 10.0, 20.0),
+            "weak_lower_detail": (0.0, 0.4, 0.5)}
+    results = []
+    for values in itertools.product(*grid.values()):
+        params = GroupingParams(**dict(zip(grid, values)))
+        per = {n: scores(f.identity, ours(f, params), f.photo) for n, f in sets.items()}
+        worst = min(x["BF"] for x in per.values())
+        bad = sum(x["mixed"] + x["same_photo"] for x in per.values())
+        results.append((-bad, worst, per["all"]["BF"], values))
+    results.sort(reverse=True)
+    print("tuning half: mixed + same-photo groups summed over the sets, worst B3 F of a set, B3 F of 'all', parameters")
+    for bad, worst, whole, values in results[:15]:
+        print(f"  {-bad:>3} {worst:.3f} {whole:.3f} " + ", ".join(f"{k}={v}" for k, v in zip(grid, values)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cache", type=Path, default=ROOT / "build" / "bench" / "cluster_quality_vectors.npz")
+    parser.add_argument("--cache", type=Path, default=ROOT / "build" / "bench" / "face_sets.npz")
     parser.add_argument("--seeds", type=int, default=3, help="synthetic look-alike libraries to average")
+    parser.add_argument("--half", choices=("report", "tune"), default="report",
+                        help="which half of the identities to score (defaults are chosen on 'tune' only)")
+    parser.add_argument("--tune", action="store_true", help="search the grouping's parameters on the tuning half")
     args = parser.parse_args()
 
     from immich_ml_desktop.models.engine import Engine
 
     start = time.perf_counter()
     with Engine(args.shared / "models", args.device, work_dir=args.cache.parent / "engine-work") as engine:
-        real = real_sets(args.shared / "photos", engine, args.cache)
-    print(f"vectors ready in {time.perf_counter() - start:.1f} s")
-    rows = []
-    for set_name, (v, truth, photos) in real.items():
+        faces = build(args.shared / "photos", engine, args.cache)
+    print(f"{len(faces.vectors)} faces ready in {time.perf_counter() - start:.1f} s (cached in {args.cache})")
+    if args.tune:
+        tune(condition_sets(faces, "tune"))
+        return
+    print("detection: base faces found in each condition's copies (both halves), and seconds per photo")
+    per_photo = len(np.unique(faces.photo[faces.condition == "plain"]))
+    for condition, expected in faces.expected.items():
+        print(f"  {condition:<13} {faces.found[condition]:>4} of {expected:<4} {faces.found[condition] / expected:>6.1%}"
+              f"  {faces.seconds[condition] / max(1, per_photo):.2f} s")
+    print(f"grouping, {args.half} half of the identities:")
+    print(HEADER)
+    for set_name, f in condition_sets(faces, args.half).items():
+        recall = f"{faces.found[set_name] / faces.expected[set_name]:.0%}" if set_name in faces.found else ""
         for algo, run in ALGORITHMS.items():
-            rows.append((set_name, len(v), len(np.unique(truth)), algo, scores(truth, run(v, photos), photos)))
+            labels = run(f)
+            print(_row(set_name, len(f.vectors), len(np.unique(f.identity)), recall, algo, scores(f.identity, labels, f.photo)))
     synthetic = lookalike_sets(args.seeds)
     for algo, run in ALGORITHMS.items():
-        per_seed = [scores(t, run(v, p), p) for v, t, p in synthetic]
+        per_seed = [scores(t, run(_synthetic(v, p)), p) for v, t, p in synthetic]
         mean = {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}
-        mean["same_photo"] = int(sum(s["same_photo"] for s in per_seed))
-        rows.append(("look-alike", len(synthetic[0][0]), len(np.unique(synthetic[0][1])), algo, mean))
-    header = f"{'set':<11} {'faces':>5} {'ids':>4} {'algorithm':<16} {'pair P':>6} {'pair R':>6} {'pair F1':>7} " \
-             f"{'B3 P':>5} {'B3 R':>5} {'B3 F':>5} {'groups':>6} {'unassigned':>10} {'same-photo':>10}"
-    print(header)
-    for set_name, n, ids, algo, s in rows:
-        print(f"{set_name:<11} {n:>5} {ids:>4} {algo:<16} {s['P']:>6.3f} {s['R']:>6.3f} {s['F1']:>7.3f} "
-              f"{s['BP']:>5.3f} {s['BR']:>5.3f} {s['BF']:>5.3f} {s['groups']:>6.0f} {s['unassigned']:>10.0f} {s['same_photo']:>10}")
+        for k in ("same_photo", "mixed"):
+            mean[k] = int(sum(s[k] for s in per_seed))
+        print(_row("look-alike", len(synthetic[0][0]), len(np.unique(synthetic[0][1])), "", algo, mean))
 
 
 if __name__ == "__main__":

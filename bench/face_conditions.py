@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cluster_quality import FACE_PACK, SCENE, labelled_photos  # noqa: E402
+from face_sets import FACE_PACK, SCENE, labelled_photos  # noqa: E402
 
 from immich_ml_desktop.models.engine import Engine, Face  # noqa: E402
 from immich_ml_desktop.models.images import DecodedImage, decode_image, to_bgr  # noqa: E402

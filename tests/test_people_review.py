@@ -35,12 +35,14 @@ def _person(rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
 
 
 def build_library(path: Path, photos: list[list[np.ndarray]]) -> LibraryStore:
-    """A library whose photo i holds faces with the given vectors; returns the open store."""
+    """A library whose photo i holds faces with the given vectors, stored at length 1 (a made-up vector's
+    length means nothing, while a real ArcFace vector's length tells how much face it saw: short ones are
+    weak, clustering.GroupingParams.weak_norm); returns the open store."""
     store = LibraryStore(path)
     results = []
     for i, vectors in enumerate(photos):
         asset_id, _ = store.upsert_asset("folder", f"/photos/{i:03d}.jpg", size=1, mtime_ns=1)
-        faces = [_Face(np.array([10.0 * j, 0, 10.0 * j + 8, 8]), 0.9 - 0.01 * j, np.zeros((5, 2)), v)
+        faces = [_Face(np.array([10.0 * j, 0, 10.0 * j + 8, 8]), 0.9 - 0.01 * j, np.zeros((5, 2)), v / np.linalg.norm(v))
                  for j, v in enumerate(vectors)]
         results.append(AssetResult(asset_id, 100, 100, None, faces))
     store.record_results(results, clip_model=None, face_model=MODEL)
@@ -176,10 +178,12 @@ def test_same_photo_faces_never_share_a_group(library) -> None:
 def test_suggestions_rank_dismiss_and_accept(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     a, c = _person(rng), _person(rng)
-    # One person photographed in two looks (far enough apart to make two groups) and someone else.
+    # One person photographed in two looks (far enough apart to make two groups) and someone else. The
+    # photos of a look are ~0.2 apart, as different photos are (much closer would make them copies of one
+    # picture, which the separation rule counts once).
     look1, look2 = a + 0.9 * _person(rng), a + 0.9 * _person(rng)
-    photos = [[look1 + 0.2 * rng.standard_normal(DIM)] for _ in range(4)]
-    photos += [[look2 + 0.2 * rng.standard_normal(DIM)] for _ in range(4)]
+    photos = [[look1 + 0.7 * rng.standard_normal(DIM)] for _ in range(4)]
+    photos += [[look2 + 0.7 * rng.standard_normal(DIM)] for _ in range(4)]
     photos += [[c + 0.2 * rng.standard_normal(DIM)] for _ in range(4)]
     with build_library(tmp_path / "lib.sqlite3", photos) as store:
         people = People(store)
@@ -238,7 +242,7 @@ def test_faces_of_the_bright_pass_join_groups_but_never_found_one(tmp_path: Path
         for i, v in enumerate([dark + 0.2 * rng.standard_normal(DIM), dark + 0.2 * rng.standard_normal(DIM),
                                a + 0.25 * rng.standard_normal(DIM)]):
             asset, _ = store.upsert_asset("folder", f"/photos/dark{i}.jpg", size=1, mtime_ns=1)
-            store.record_result(AssetResult(asset, 100, 100, None, [_BrightFace(np.zeros(4), 0.9, np.zeros((5, 2)), v)]),
+            store.record_result(AssetResult(asset, 100, 100, None, [_BrightFace(np.zeros(4), 0.9, np.zeros((5, 2)), v / np.linalg.norm(v))]),
                                 clip_model=None, face_model=MODEL)
             bright.append(store.faces(asset_id=asset)[0].id)
         people = People(store)

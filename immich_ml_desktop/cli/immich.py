@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
     mode.add_argument("--undo", action="store_true", help="revert the last push (or the one given by --plan)")
     push.add_argument("--plan", type=Path, help="a saved plan file (with --resume or --undo)")
     push.add_argument("--all-groups", action="store_true",
-                      help="push every face group, not only those reviewed (named, hidden, merged, edited)")
+                      help="push every face group, not only those reviewed (named, hidden, merged, edited); suggested pairs only once confirmed")
     push.set_defaults(func=run_push)
 
     reg = actions.add_parser("register", help="put our ML server's URL first in Immich's ML URLs (admin key)")

@@ -5,7 +5,7 @@ average linkage), both honouring faces already placed in groups. No storage here
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.cluster.hierarchy import linkage
@@ -19,12 +19,6 @@ UNASSIGNED = -1
 EXACT_SEARCH_LIMIT = 20_000
 # Largest block given to scipy's linkage at once (its condensed matrix is m*(m-1)/2 doubles).
 BLOCK_LIMIT = 4_000
-# Faces this close (cosine >= 0.985) on different photos are the same picture: a re-saved copy, or one
-# edited without changing the face much (stronger edits are not caught). Different photos of one person
-# are much further apart (median cosine 0.66 on ../shared/photos' labelled faces, docs/faces.md). The
-# separation rule counts such copies once, so a person whose every photo exists in several versions is
-# not cut into "tight groups" of one photo's copies each.
-COPY_DISTANCE = 0.015
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -227,6 +221,21 @@ class GroupingParams:
         (look-alikes: two tight groups with a gap between them).
     min_group_size: smaller sets of faces stay unassigned instead of founding a group.
     neighbours: how many nearest faces each face is linked to when the library is split into blocks.
+    copy_distance: faces this close on different photos are copies of one picture: re-saved, edited,
+        resized, turned, greyed or darkened versions, which a library often holds beside the original
+        (bench/cluster_quality.py: such copies sit at cosine 0.85-0.98 from the original, two photos of
+        one person taken apart at 0.45-0.8). The separation rule counts copies once, so a person whose
+        every photo exists in several versions is not cut into "tight groups" of one photo's copies each.
+    weak_norm: a face whose vector is shorter than this share of the median length of the vectors being
+        grouped is weak (see `group_faces`); 0 turns the rule off. ArcFace's vectors are not normalised,
+        and their length measures how much face the network saw: dark, blurred, flat or covered faces
+        give short vectors (bench/cluster_quality.py: the length tells good vectors from bad ones better
+        than the detector's score, the face's size, its sharpness or its brightness; docs/faces.md).
+    weak_join_distance: a weak face joins a group only when its distance to the group is at most this.
+    weak_sharpness, weak_lower_detail: a face whose measures (services/face_quality.py, on the 112 px
+        crop ArcFace sees) fall below these is weak (`weak_by_quality`): blurred, tiny, dark or flat
+        (sharpness), its mouth and chin covered (lower detail). 0 turns one off. Chosen on the tuning
+        half of bench/cluster_quality.py's sets (`--tune`); a contrast rule added nothing there.
     """
 
     link_distance: float = 0.6
@@ -235,6 +244,11 @@ class GroupingParams:
     separate_size: int = 3
     min_group_size: int = 2
     neighbours: int = 30
+    copy_distance: float = 0.12
+    weak_norm: float = 0.7
+    weak_join_distance: float = 0.5
+    weak_sharpness: float = 10.0
+    weak_lower_detail: float = 0.5
 
 
 @dataclass
@@ -258,10 +272,12 @@ def group_faces(
 ) -> np.ndarray:
     """Group faces into people: one label per face, `UNASSIGNED` for faces left out.
 
-    `weak` marks faces whose vectors are known to be poor (e.g. found only on a brightened copy of a dark
-    photo: their vectors are about as close to each other as to their own person's, docs/faces.md). They
-    take no part in steps 1-3, so they never found a group nor link two faces into one; at the end each
-    joins the nearest group, new or fixed, under the rules of step 4, or stays unassigned.
+    `weak` marks faces whose vectors are known to be poor (found only on a brightened copy of a dark
+    photo, or measured blurred or covered: `weak_by_quality`); faces whose vectors are short
+    (`params.weak_norm`) are weak too, and faces the user fixed never are. Weak faces take no part in
+    steps 1-3, so they never found a group nor link two faces into one; at the end each joins the
+    nearest group, new or fixed, within `weak_join_distance` under the rules of step 4, or stays
+    unassigned (docs/faces.md, "Grouping by quality").
 
     1. Faces not fixed by the user are linked to their `neighbours` nearest faces within
        `link_distance`; the connected parts of that graph are blocks that can be clustered separately.
@@ -279,7 +295,9 @@ def group_faces(
     labels = np.full(n, UNASSIGNED, dtype=np.int64)
     for face, group in constraints.fixed.items():
         labels[face] = group
-    weak_mask = np.zeros(n, dtype=bool) if weak is None else np.asarray(weak, dtype=bool)
+    weak_mask = np.zeros(n, dtype=bool) if weak is None else np.asarray(weak, dtype=bool).copy()
+    weak_mask |= short_vectors(vectors, params.weak_norm)
+    weak_mask[list(constraints.fixed)] = False
     free = np.flatnonzero((labels == UNASSIGNED) & ~weak_mask)
     sets = _cluster_free_faces(unit[free], photos[free], params) if free.size else []
     sets = [free[s] for s in sets]
@@ -307,12 +325,31 @@ def group_faces(
     weak_free = np.flatnonzero((labels == UNASSIGNED) & weak_mask)
     if weak_free.size:
         homes = _FixedGroups(unit, photos, labels, constraints.forbidden)  # every group, new ones too
+        weak_params = replace(params, join_distance=min(params.join_distance, params.weak_join_distance))
         for face in weak_free.tolist():
-            target, members = homes.best_home(np.array([face]), params)
+            target, members = homes.best_home(np.array([face]), weak_params)
             if target != UNASSIGNED:
                 labels[members] = target
                 homes.add(target, members)
     return labels
+
+
+def weak_by_quality(sharpness: np.ndarray, lower_detail: np.ndarray, params: GroupingParams | None = None) -> np.ndarray:
+    """Which faces are weak by their measured quality; NaN (not measured: faces indexed before the
+    measures existed) counts as good."""
+    params = params or GroupingParams()
+    with np.errstate(invalid="ignore"):
+        return ((np.asarray(sharpness, dtype=np.float64) < params.weak_sharpness)
+                | (np.asarray(lower_detail, dtype=np.float64) < params.weak_lower_detail))
+
+
+def short_vectors(vectors: np.ndarray, share: float) -> np.ndarray:
+    """Which vectors are shorter than `share` of the median length (none when `share` is 0)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if share <= 0 or len(v) == 0:
+        return np.zeros(len(v), dtype=bool)
+    norms = np.linalg.norm(v, axis=1)
+    return norms < share * float(np.median(norms))
 
 
 class _FixedGroups:
@@ -396,7 +433,7 @@ def _cluster_block(unit: np.ndarray, photos: np.ndarray, block: np.ndarray, para
     v = unit[block]
     square = np.clip(1.0 - v @ v.T, 0.0, 2.0).astype(np.float64)
     merges = linkage(squareform(square, checks=False), method="average")
-    _, copy_of = connected_components(coo_matrix(square <= COPY_DISTANCE), directed=False)
+    _, copy_of = connected_components(coo_matrix(square <= params.copy_distance), directed=False)
     return [block[m] for m in _constrained_cut(merges, v.astype(np.float64), photos[block], params, copy_of) if len(m) >= 2]
 
 

@@ -33,6 +33,7 @@ from immich_ml_desktop.library.clustering import (
     group_faces,
     immich_cluster,
     unit_rows,
+    weak_by_quality,
 )
 from immich_ml_desktop.library.store import LibraryStore, from_blob
 
@@ -43,6 +44,7 @@ HISTORY_LIMIT = 500  # review actions kept for undo
 # Faces found only by these passes have poor vectors (bright: median cosine 0.15 to their person's other
 # faces against 0.66 for plain faces, docs/faces.md): they may join a group but never found or link one.
 WEAK_PASSES = frozenset({"bright"})
+PAIR_SIZE = 2  # a group this small is a suggestion until the user confirms it
 SUGGEST_SIMILARITY = 0.3  # average cosine similarity from which two groups are offered for merging
 
 
@@ -54,6 +56,12 @@ class FaceGroup:
     confirmed: bool
     face_count: int
     cover_face_id: int | None  # the group's best-scored face, for its thumbnail
+
+    @property
+    def suggested(self) -> bool:
+        """A pair the grouping made and the user has not looked at: two faces are too little to be sure
+        of a person, so it is offered rather than taken (a push leaves it out until it is confirmed)."""
+        return not self.confirmed and self.face_count == PAIR_SIZE
 
 
 @dataclass(frozen=True)
@@ -398,7 +406,8 @@ class People:
             raise InvalidInputError(f"Unknown grouping algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}.")
         conn = self.store.connection()
         rows = conn.execute(
-            "SELECT f.id, f.asset_id, f.vector, a.group_id, coalesce(g.confirmed, 0), f.found_by FROM faces f "
+            "SELECT f.id, f.asset_id, f.vector, a.group_id, coalesce(g.confirmed, 0), f.found_by, "
+            "f.sharpness, f.lower_detail FROM faces f "
             "LEFT JOIN face_assignments a ON a.face_id = f.id LEFT JOIN face_groups g ON g.id = a.group_id "
             "WHERE f.model = ? AND f.id NOT IN (SELECT face_id FROM not_faces) ORDER BY f.id",
             (self.model,),
@@ -419,9 +428,10 @@ class People:
                 initial[i] = g
             labels = immich_cluster(vectors, params or ImmichParams(), initial=initial, forbidden=forbidden)
         else:
-            weak = np.array([r[5] in WEAK_PASSES for r in rows], dtype=bool)
-            labels = group_faces(vectors, photos, params or GroupingParams(), Constraints(fixed=fixed, forbidden=forbidden),
-                                 weak=weak)
+            params = params or GroupingParams()
+            measured = np.array([[np.nan if x is None else x for x in r[6:8]] for r in rows], dtype=np.float64)
+            weak = np.array([r[5] in WEAK_PASSES for r in rows], dtype=bool) | weak_by_quality(measured[:, 0], measured[:, 1], params)
+            labels = group_faces(vectors, photos, params, Constraints(fixed=fixed, forbidden=forbidden), weak=weak)
         return face_ids, labels, set(fixed.values())
 
     # the machinery ------------------------------------------------------------------------------

@@ -150,6 +150,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE asset_status ADD COLUMN options TEXT;
     """,
+    # 7: how good each face's pixels are (services/face_quality.py, on the 112 px crop ArcFace sees), which
+    # decides how the face may be grouped (library/clustering.py, weak faces); NULL for faces stored before.
+    """
+    ALTER TABLE faces ADD COLUMN brightness REAL;
+    ALTER TABLE faces ADD COLUMN contrast REAL;
+    ALTER TABLE faces ADD COLUMN sharpness REAL;
+    ALTER TABLE faces ADD COLUMN lower_detail REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

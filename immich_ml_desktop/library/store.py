@@ -91,6 +91,9 @@ class AssetResult:
     clip: np.ndarray | None = None
     faces: Sequence[FaceLike] | None = None
     results: Mapping[TaskModel, bytes] | None = None
+    # per face, in the order of `faces`: (brightness, contrast, sharpness, lower_detail) as
+    # services/face_quality.py measures them; None when not measured
+    face_quality: Sequence[tuple[float, float, float, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -465,11 +468,12 @@ class LibraryStore:
                         "SELECT max((SELECT id FROM face_id_high), coalesce((SELECT max(id) FROM faces), 0))").fetchone()
                     if r.faces:
                         conn.executemany(
-                            "INSERT INTO faces (id, asset_id, model, x1, y1, x2, y2, score, landmarks, vector, found_by) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            "INSERT INTO faces (id, asset_id, model, x1, y1, x2, y2, score, landmarks, vector, found_by, "
+                            "brightness, contrast, sharpness, lower_detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [
                                 (high + i, r.asset_id, face_model, *map(float, f.box[:4]), float(f.score),
-                                 to_blob(f.landmarks), to_blob(f.embedding), getattr(f, "found_by", "detector"))
+                                 to_blob(f.landmarks), to_blob(f.embedding), getattr(f, "found_by", "detector"),
+                                 *(map(float, r.face_quality[i - 1]) if r.face_quality else (None,) * 4))
                                 for i, f in enumerate(r.faces, 1)
                             ],
                         )

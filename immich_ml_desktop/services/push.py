@@ -56,10 +56,11 @@ class ReviewedPerson:
 
 def reviewed_people(people: Any, include_unreviewed: bool = False) -> list[ReviewedPerson]:
     """The face groups of a `library.people.People` the user reviewed (named, hidden, merged, moved into:
-    `confirmed`), or every group with `include_unreviewed`; only faces on Immich assets count."""
+    `confirmed`), or every group with `include_unreviewed` but the suggested pairs (two faces the grouping
+    put together and nobody confirmed); only faces on Immich assets count."""
     found = []
     for group in people.groups("all") + people.groups("hidden"):
-        if not (group.confirmed or include_unreviewed):
+        if not (group.confirmed or (include_unreviewed and not group.suggested)):
             continue
         faces = []
         for face in people.group(group.id).faces:

@@ -346,8 +346,11 @@ class PeoplePage(Page):
         for g in groups:
             key, path, box, space = self._cover(g, covers, info)
             state = " (hidden)" if g.hidden else (" (confirmed)" if g.confirmed else "")
+            if g.suggested:
+                state = " (a suggested pair: Confirm (C) takes it; rejecting a face (Delete) breaks it)"
             tiles.append(Tile(
-                key=key, path=path, title=f"{group_label(g)}\n{g.face_count} faces", crop=box,
+                key=key, path=path, crop=box,
+                title=f"{group_label(g)}\n{g.face_count} faces" + (", suggested" if g.suggested else ""),
                 space=space, payload=g, dimmed=g.hidden,
                 tooltip=f"{group_label(g)}: {g.face_count} faces{state}",
             ))
