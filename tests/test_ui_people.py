@@ -329,3 +329,57 @@ def test_confirm_group_keeps_it_through_a_regroup(qtbot, tmp_path: Path, models_
     people.recluster(params=GroupingParams(link_distance=0.0, join_distance=0.0))  # nothing links any more
     assert {f.face_id for f in people.group(keep.id).faces} == faces  # kept, with the same faces
     assert other.id not in {g.id for g in people.groups()}  # an unconfirmed one did not survive
+
+
+def test_a_suggested_pair_is_offered_with_both_faces_and_accepted_or_dismissed(qtbot, tmp_path: Path, models_dir: Path,
+                                                                               library) -> None:
+    """A pair the grouping made and nobody confirmed (here: one of the fixture's groups marked unconfirmed,
+    as a regroup leaves it) is a suggestion: first in the list with both its faces, its tile says so;
+    Enter keeps it as one person, Dismiss takes its less certain face out."""
+    import sqlite3
+
+    path, folder, (ga, gb, gc) = library
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE face_groups SET confirmed = 0 WHERE id = ?", (ga,))
+    window = make_window(qtbot, ui_settings(tmp_path, models_dir, library_path=str(path), library_folders=[str(folder)]),
+                         tmp_path / "w.ini")
+    window.show_page("People")
+    page = window.page("People")
+    wait_until(qtbot, lambda: len(_groups(page)) == 3 and page.pairs)
+    assert [p.group for p in page.pairs] == [ga]
+    suggestions = page.suggestion_list
+    first = suggestions.item(0)
+    assert first.data(Qt.ItemDataRole.UserRole).group == ga
+    assert first.text().startswith(f"Unnamed #{ga}: one person?\n2 faces, ")
+    titles = {t.payload.id: t.title for t in page.group_grid.grid_model.tiles}
+    assert titles[ga] == f"Unnamed #{ga}\n2 faces, suggested" and titles[gb] == f"Unnamed #{gb}\n2 faces"
+    wait_until(qtbot, lambda: all(page.loader.pixmap(f"f{f}", None) is not None for f in page.pairs[0].faces))
+    qtbot.wait(50)
+    icon = first.icon().pixmap(suggestions.iconSize()).toImage()
+    half = icon.width() // 2
+    grey = (0xD9, 0xDD, 0xE3)  # the placeholder: a face not shown
+    for x in (half // 2, half + half // 2):
+        c = icon.pixelColor(x, icon.height() // 2)
+        assert (c.red(), c.green(), c.blue()) != grey
+    suggestions.setCurrentItem(first)  # choosing it selects its group on the left
+    assert {g.id for g in page.selected_groups()} == {ga}
+
+    suggestions.itemActivated.emit(first)  # Enter: one person
+    wait_until(qtbot, lambda: not page.pairs and not page.busy)
+    assert all(g.confirmed for g in page.groups if g.id == ga)
+
+    page.undo()
+    wait_until(qtbot, lambda: [p.group for p in page.pairs] == [ga] and not page.busy)
+    weaker = page.pairs[0].faces[1]
+    suggestions.setCurrentItem(suggestions.item(0))
+    page.dismiss_button.click()
+    wait_until(qtbot, lambda: not page.pairs and not page.busy)
+    assert _groups(page)[ga][1] == 1
+    from immich_ml_desktop.library.people import People
+    from immich_ml_desktop.library.store import LibraryStore
+
+    with LibraryStore(path) as store:
+        people = People(store, FACE_PACK)
+        assert weaker in {f.face_id for f in people.unassigned_faces()}
+        people.recluster()
+        assert weaker not in {f.face_id for f in people.group(ga).faces}  # never paired with it again

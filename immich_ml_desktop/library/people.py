@@ -8,6 +8,7 @@ Decisions and what every later clustering run does with them:
   merge groups                          one confirmed group holds all their faces
   rename / hide / confirm a group       the group is confirmed
   dismiss a suggestion                  the pair is not suggested again
+  accept / dismiss a suggested pair     the group is confirmed / its less certain face leaves it for good
 A confirmed group keeps its id and its faces; re-clustering only adds close new faces to it. Groups the
 user never touched are rebuilt (keeping their ids where they come out the same).
 """
@@ -92,6 +93,16 @@ class Suggestion:
 
     group_a: int
     group_b: int
+    similarity: float
+
+
+@dataclass(frozen=True)
+class PairSuggestion:
+    """A suggested pair (`FaceGroup.suggested`): its group, its two faces (best-scored first) and their
+    cosine similarity."""
+
+    group: int
+    faces: tuple[int, int]
     similarity: float
 
 
@@ -205,6 +216,21 @@ class People:
                 break
         return out
 
+    def pair_suggestions(self, limit: int = 20) -> list[PairSuggestion]:
+        """The visible suggested pairs, most alike first."""
+        pairs = [g for g in self.groups("all") if g.suggested]
+        out = []
+        for g in pairs:
+            rows = self.store.connection().execute(
+                "SELECT f.id, f.vector FROM face_assignments a JOIN faces f ON f.id = a.face_id WHERE a.group_id = ? "
+                "ORDER BY f.score DESC, f.id", (g.id,)).fetchall()
+            if len(rows) != PAIR_SIZE:
+                continue
+            a, b = unit_rows(np.stack([from_blob(r[1]) for r in rows]))
+            out.append(PairSuggestion(g.id, (rows[0][0], rows[1][0]), float(a @ b)))
+        out.sort(key=lambda p: -p.similarity)
+        return out[:limit]
+
     # review actions (each one undoable) -------------------------------------------------------
     def move_faces(self, face_ids: Iterable[int], group_id: int | None = None) -> int:
         """Put faces into a group (a new one when `group_id` is None); returns the group's id."""
@@ -299,6 +325,20 @@ class People:
         target, other = (group_a, group_b) if sizes.get(group_a, 0) >= sizes.get(group_b, 0) else (group_b, group_a)
         self.merge_groups(target, [other])
         return target
+
+    def accept_pair(self, group_id: int) -> None:
+        """The suggested pair is one person: it becomes a confirmed group."""
+        self._update_group(group_id, "Accept pair")
+
+    def dismiss_pair(self, group_id: int) -> None:
+        """The suggested pair is not one person: its less certain face (lower detector score) leaves the
+        group and never joins it again; the other face keeps the group, now confirmed, so that later
+        groupings do not pair the two again."""
+        faces = [f for f in self.group(group_id).faces]
+        if len(faces) != PAIR_SIZE:
+            raise InvalidInputError(f"The face group {group_id} is not a pair any more; reload the People page.")
+        weaker = min(faces, key=lambda f: (f.score, -f.face_id))
+        self.reject_faces([weaker.face_id])
 
     def dismiss_suggestion(self, group_a: int, group_b: int) -> None:
         a, b = sorted((int(group_a), int(group_b)))

@@ -41,8 +41,15 @@ def group_title(group) -> str:
 SUGGESTION_FACE = 56  # px of each face in a suggestion
 
 
+def _is_pair(suggestion) -> bool:
+    """A `people.PairSuggestion` (two faces of one group) rather than a `people.Suggestion` (two groups);
+    told apart by shape so that this module does not import the grouping (numpy, scipy) at start."""
+    return hasattr(suggestion, "faces")
+
+
 class SuggestionList(QListWidget):
-    """Suggested merges as the two groups' faces side by side with their names and how alike they are."""
+    """Suggested merges as the two groups' faces side by side with their names and how alike they are,
+    then suggested pairs (two faces the grouping put together, `PairSuggestion`) as their two faces."""
 
     def __init__(self, loader: ThumbnailLoader, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -52,11 +59,21 @@ class SuggestionList(QListWidget):
         self.setWordWrap(True)  # a narrow panel wraps the names instead of scrolling sideways
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.covers: dict[int, tuple[str, str | None, Any, Any]] = {}  # group -> (key, path, box, space)
+        self.face_covers: dict[int, tuple[str, str | None, Any, Any]] = {}  # face -> the same, for pairs
         loader.ready.connect(self._cover_ready)
 
-    def show_suggestions(self, suggestions, groups: dict, covers: dict) -> None:
+    def show_suggestions(self, suggestions, groups: dict, covers: dict, pairs=(), face_covers=None) -> None:
         self.clear()
-        self.covers = covers
+        self.covers, self.face_covers = covers, face_covers or {}
+        for pair in pairs:
+            name = group_label(groups[pair.group]) if pair.group in groups else f"#{pair.group}"
+            item = QListWidgetItem(f"{name}: one person?\n2 faces, {pair.similarity:.2f} alike")
+            item.setData(Qt.ItemDataRole.UserRole, pair)
+            item.setToolTip(f"The grouping put these two faces together ({name}); two faces are too few to be "
+                            "sure. Enter or Accept keeps them as one person; Dismiss takes the less certain face "
+                            "out for good.")
+            self.addItem(item)
+            self._paint(item)
         for s in suggestions:
             a, b = groups.get(s.group_a), groups.get(s.group_b)
             names = [group_label(g) if g else f"#{gid}" for g, gid in ((a, s.group_a), (b, s.group_b))]
@@ -76,8 +93,9 @@ class SuggestionList(QListWidget):
         pix = QPixmap(self.iconSize())
         pix.fill(Qt.GlobalColor.transparent)
         painter = QPainter(pix)
-        for i, gid in enumerate((s.group_a, s.group_b)):
-            cover = self.covers.get(gid)
+        pair = _is_pair(s)
+        for i, gid in enumerate(s.faces if pair else (s.group_a, s.group_b)):
+            cover = (self.face_covers if pair else self.covers).get(gid)
             face = self.loader.pixmap(*cover) if cover else None
             target = QRectF(i * (SUGGESTION_FACE + 8), 0, SUGGESTION_FACE, SUGGESTION_FACE)
             if face is not None and not face.isNull():
@@ -89,11 +107,14 @@ class SuggestionList(QListWidget):
 
     def _cover_ready(self, key: str) -> None:
         groups = {gid for gid, cover in self.covers.items() if cover[0] == key}
-        if not groups:
+        faces = {fid for fid, cover in self.face_covers.items() if cover[0] == key}
+        if not groups and not faces:
             return
         for row in range(self.count()):
             s = self.item(row).data(Qt.ItemDataRole.UserRole)
-            if s is not None and {s.group_a, s.group_b} & groups:
+            if s is None:
+                continue
+            if set(s.faces) & faces if _is_pair(s) else {s.group_a, s.group_b} & groups:
                 self._paint(self.item(row))
 
 
@@ -135,6 +156,7 @@ class PeoplePage(Page):
         self.people = None  # library.people.People, made in the background
         self.groups: list = []
         self.suggestions: list = []
+        self.pairs: list = []
         self.dims: dict[int, tuple[int, int]] = {}
         self.current_group: int | None = None
         self.busy = False
@@ -190,10 +212,11 @@ class PeoplePage(Page):
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addWidget(label("Suggestions: these look like the same person. Selecting one selects both "
-                                     "groups on the left.", "hint"))
+        right_layout.addWidget(label("Suggestions: pairs that may be one person, then groups that look like the "
+                                     "same person. Selecting one selects its groups on the left.", "hint"))
         self.suggestion_list = SuggestionList(self.loader)
-        self.suggestion_list.setToolTip("Accept (Enter) merges the two groups; Dismiss remembers they are different people")
+        self.suggestion_list.setToolTip("Accept (Enter) keeps a pair or merges two groups; Dismiss remembers they are "
+                                        "different people")
         self.suggestion_list.currentItemChanged.connect(lambda item, _old: self._select_suggested(item))
         self.suggestion_list.itemActivated.connect(lambda _item: self.accept_suggestion())
         right_layout.addWidget(self.suggestion_list, 1)
@@ -305,13 +328,15 @@ class PeoplePage(Page):
             groups = people.groups(which)
             detail = people.group(group_id) if group_id is not None else None
             suggestions = people.suggestions() if which != "hidden" else []
+            pairs = people.pair_suggestions() if which != "hidden" else []
             visible = {g.id: g for g in (groups if which == "all" else people.groups("all"))}
             visible.update((g.id, g) for g in groups)
             cover_ids = [g.cover_face_id for g in visible.values() if g.cover_face_id]
+            cover_ids += [f for p in pairs for f in p.faces]
             faces = people.store.faces(model=people.model, ids=cover_ids) if cover_ids else []
             covers = {f.id: f for f in faces}
             assets = {f.asset_id for f in faces} | ({f.asset_id for f in detail.faces} if detail else set())
-            return (groups, visible, detail, suggestions, covers, self._asset_info(people.store, assets),
+            return (groups, visible, detail, (suggestions, pairs), covers, self._asset_info(people.store, assets),
                     people.can_undo(), people.can_redo())
 
         run_task(read, on_done=self._show, on_error=self._failed)
@@ -339,9 +364,9 @@ class PeoplePage(Page):
         return f"f{group.cover_face_id}", path, face.box if face else None, space
 
     def _show(self, result) -> None:
-        groups, visible, detail, suggestions, covers, info, undo, redo = result
+        groups, visible, detail, (suggestions, pairs), covers, info, undo, redo = result
         self.busy = False
-        self.groups, self.suggestions = groups, suggestions
+        self.groups, self.suggestions, self.pairs = groups, suggestions, pairs
         tiles = []
         for g in groups:
             key, path, box, space = self._cover(g, covers, info)
@@ -355,8 +380,13 @@ class PeoplePage(Page):
                 tooltip=f"{group_label(g)}: {g.face_count} faces{state}",
             ))
         self.group_grid.grid_model.set_tiles(tiles)
+        face_covers = {}
+        for fid in {f for p in pairs for f in p.faces}:
+            face = covers.get(fid)
+            path, space = info.get(face.asset_id, (None, None)) if face else (None, None)
+            face_covers[fid] = (f"f{fid}", path, face.box if face else None, space)
         self.suggestion_list.show_suggestions(
-            suggestions, visible, {g.id: self._cover(g, covers, info) for g in visible.values()})
+            suggestions, visible, {g.id: self._cover(g, covers, info) for g in visible.values()}, pairs, face_covers)
         self.move_target.clear()
         for g in groups:
             if detail is None or g.id != detail.group.id:
@@ -502,11 +532,12 @@ class PeoplePage(Page):
         s = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
         if s is None:
             return
+        chosen = (s.group,) if _is_pair(s) else (s.group_a, s.group_b)
         grid = self.group_grid
         selection = QItemSelection()
         first = None
         for row, tile in enumerate(grid.grid_model.tiles):
-            if tile.payload.id in (s.group_a, s.group_b):
+            if tile.payload.id in chosen:
                 index = grid.grid_model.index(row)
                 selection.select(index, index)
                 first = first or index
@@ -533,12 +564,16 @@ class PeoplePage(Page):
 
     def accept_suggestion(self) -> None:
         s = self._chosen_suggestion()
-        if s is not None:
+        if _is_pair(s):
+            self._act(lambda p: p.accept_pair(s.group), "Pair accepted: one person")
+        elif s is not None:
             self._act(lambda p: p.accept_suggestion(s.group_a, s.group_b), "Suggestion accepted: groups merged")
 
     def dismiss_suggestion(self) -> None:
         s = self._chosen_suggestion()
-        if s is not None:
+        if _is_pair(s):
+            self._act(lambda p: p.dismiss_pair(s.group), "Pair dismissed: its less certain face left it")
+        elif s is not None:
             self._act(lambda p: p.dismiss_suggestion(s.group_a, s.group_b), "Suggestion dismissed")
 
     def regroup(self) -> None:
