@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 __all__ = ["APP_NAME", "PRECISIONS", "Settings", "app_cache_dir", "config_dir", "default_library_path", "default_model_cache_dir"]
 
 
+# The library's own face passes after Immich's (services/face_passes.py), in the order they run.
+FACE_PASSES = ("padded", "bright", "rotated")
+
+
 @dataclass
 class Settings:
     """Everything a user can set. Unknown keys in the saved file are ignored, missing ones defaulted, and a
@@ -38,6 +42,9 @@ class Settings:
     clip_model: str = "ViT-B-32__openai"
     face_model: str = "buffalo_l"
     face_min_score: float = 0.7
+    # which of FACE_PASSES indexing runs on photos where Immich's detection finds nothing; the rotated pass
+    # costs up to 2 more detector calls on every photo without a face (docs/faces.md)
+    face_passes: list[str] = field(default_factory=lambda: list(FACE_PASSES))
     library_path: str = field(default_factory=lambda: str(default_library_path()))
     library_folders: list[str] = field(default_factory=list)
     server_host: str = "127.0.0.1"
@@ -115,6 +122,8 @@ _CHECKS: dict[str, Any] = {
     "answer_cache_mb must be 0 (no answer cache) or a positive size in MB",
     "threads": lambda v: None if v >= 0 else "threads must be 0 (automatic) or a positive number",
     "face_min_score": lambda v: None if 0 <= v <= 1 else f"face_min_score must be between 0 and 1, not {v}",
+    "face_passes": lambda v: None if set(v) <= set(FACE_PASSES) else
+    f"face_passes may hold {', '.join(FACE_PASSES)}, not {', '.join(sorted(set(v) - set(FACE_PASSES)))}",
     "model_ttl": lambda v: None if v >= 0 else "model_ttl must be 0 (never unload) or a positive number of seconds",
     "server_port": lambda v: None if 0 <= v <= 65535 else f"server_port must be a port number (0-65535), not {v}",
 }

@@ -35,7 +35,7 @@ def _library(path: Path) -> Path:
 # -- item 6: a settings value of the wrong type ----------------------------------------------------------------
 
 BAD_SETTINGS = {"threads": "4", "device": [1, 2], "extra_model_dirs": [1, 2], "server_port": True,
-                "face_min_score": 5, "face_model": "antelopev2", "model_ttl": 12}
+                "face_min_score": 5, "face_model": "antelopev2", "model_ttl": 12, "face_passes": ["padded", "sideways"]}
 
 
 def test_a_settings_value_of_the_wrong_type_is_ignored_with_a_warning_and_the_rest_kept(tmp_path, monkeypatch, caplog):
@@ -47,14 +47,17 @@ def test_a_settings_value_of_the_wrong_type_is_ignored_with_a_warning_and_the_re
     with caplog.at_level(logging.WARNING, logger="immich_ml_desktop.settings"):
         settings = Settings.load()
     default = Settings()
-    assert (settings.threads, settings.device, settings.extra_model_dirs, settings.server_port, settings.face_min_score) \
-        == (default.threads, default.device, default.extra_model_dirs, default.server_port, default.face_min_score)
+    assert (settings.threads, settings.device, settings.extra_model_dirs, settings.server_port, settings.face_min_score,
+            settings.face_passes) \
+        == (default.threads, default.device, default.extra_model_dirs, default.server_port, default.face_min_score,
+            default.face_passes)
     assert settings.face_model == "antelopev2" and settings.model_ttl == 12  # the good fields stay
     warned = [r.getMessage() for r in caplog.records]
-    for name in ("threads", "device", "extra_model_dirs", "server_port", "face_min_score"):
+    for name in ("threads", "device", "extra_model_dirs", "server_port", "face_min_score", "face_passes"):
         line = next(m for m in warned if m.startswith(f"Ignoring the setting {name} in "))
         assert str(Settings.path()) in line and "\n" not in line
-    assert len(warned) == 5
+    assert "not sideways" in next(m for m in warned if "face_passes" in m)
+    assert len(warned) == 6
 
 
 @pytest.mark.parametrize("content", ['{"threads": "4"}', '{"device": [1, 2]}', "[1, 2]", '{"precision": 3}'])
@@ -76,6 +79,7 @@ def test_the_cli_runs_with_a_bad_settings_file_and_names_the_field(tmp_path, con
     ("--min-score", "5", "--min-score must be between 0 and 1"), ("--min-score", "-0.1", "--min-score must be between"),
     ("--min-score", "nan", "--min-score must be between"), ("--workers", "0", "--workers must be at least 1, not 0"),
     ("--workers", "-3", "--workers must be at least 1, not -3"),
+    ("--face-passes", "padded,sideways", "--face-passes: unknown pass sideways"),
 ])
 def test_index_refuses_out_of_range_options_before_it_stores_anything(tmp_path, option: str, value: str, says: str):
     photos = tmp_path / "photos"

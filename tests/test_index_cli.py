@@ -157,3 +157,39 @@ def test_commands_refuse_a_file_that_is_not_a_library(tmp_path, content: bytes) 
 def test_index_of_a_missing_folder_fails_clearly(tmp_path) -> None:
     result = cli("index", str(tmp_path / "nope"), "--library", str(tmp_path / "l.sqlite3"), "--no-download")
     assert result.returncode != 0 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_face_passes_option_chooses_the_librarys_own_passes(models_dir, tmp_path) -> None:
+    """A tight crop of a face (which only the padded pass finds): `--face-passes none` finds no face in it,
+    `--face-passes padded` finds it; the settings' list is what a run without the option uses."""
+    from PIL import Image
+
+    from immich_ml_desktop.models.engine import Engine
+    from immich_ml_desktop.models.images import DecodedImage, decode_image, to_bgr
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    source = PHOTOS / "face_recognition/examples/obama.jpg"
+    image = decode_image(source.read_bytes())
+    with Engine(models_dir, "cpu", work_dir=tmp_path / "work") as engine:
+        face = engine.faces(FACE_PACK, DecodedImage.from_bgr(to_bgr(image)))[0]
+    x1, y1, x2, y2 = (int(v) for v in face.box)
+    image.crop((x1, y1, x2, y2)).resize((150, 150), Image.Resampling.BICUBIC).save(folder / "tight.jpg", quality=95)
+
+    def faces_found(passes: str | None, settings: dict | None = None) -> int:
+        library = tmp_path / f"lib-{passes}-{'-'.join((settings or {}).get('face_passes', []))}.sqlite3"
+        env = os.environ.copy()
+        if settings is not None:
+            env["IMMICH_ML_DESKTOP_CONFIG_DIR"] = str(tmp_path / "config")
+            (tmp_path / "config").mkdir(exist_ok=True)
+            (tmp_path / "config" / "settings.json").write_text(json.dumps(settings))
+        extra = [] if passes is None else ["--face-passes", passes]
+        run = cli("index", str(folder), "--library", str(library), *model_args(models_dir), "--no-clip", *extra,
+                  "--json", env=env)
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout)["library_stats"]["faces"]
+
+    assert faces_found("none") == 0
+    assert faces_found("padded") == 1
+    assert faces_found(None, {"face_passes": ["bright"]}) == 0  # the settings leave padded out
+    assert faces_found(None, {"face_passes": ["padded"]}) == 1

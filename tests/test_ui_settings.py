@@ -144,3 +144,23 @@ def test_the_window_opens_with_a_settings_file_holding_a_wrong_type(qtbot, tmp_p
     page = window.page("Settings")
     window.show_page("Settings")
     assert page.threads.value() == 0 and page.is_present(page.clip_model, CLIP_PACK)
+
+
+def test_the_rotated_face_pass_is_a_check_box_that_keeps_the_other_passes(qtbot, tmp_path: Path, models_dir: Path) -> None:
+    """Unchecking "faces at an angle" saves the settings without the rotated pass and keeps the other passes
+    as the settings file had them (here without the bright one); checking it puts it back."""
+    from immich_ml_desktop.settings import Settings
+
+    settings = ui_settings(tmp_path, models_dir)
+    settings.face_passes = ["padded", "rotated"]
+    window = make_window(qtbot, settings, tmp_path / "w.ini")
+    page = window.page("Settings")
+    window.show_page("Settings")
+    assert page.rotated_pass.isChecked()
+    page.rotated_pass.setChecked(False)
+    assert page.saved_note.text() == ""
+    assert page.apply()
+    assert Settings.load().face_passes == ["padded"]
+    page.rotated_pass.setChecked(True)
+    assert page.apply()
+    assert Settings.load().face_passes == ["padded", "rotated"]

@@ -168,7 +168,8 @@ def run_index(args: argparse.Namespace) -> int:
             store, engine, ImmichSource(client, include_videos=not args.images_only),
             clip_model=None if args.no_clip else settings.clip_model,
             face_model=None if args.no_faces else settings.face_model,
-            face_min_score=settings.face_min_score, progress=progress, retry_failed=args.retry_failed,
+            face_min_score=settings.face_min_score, face_passes=settings.face_passes, progress=progress,
+            retry_failed=args.retry_failed,
             tasks=task_specs_from_args(args), answers=answers,
         )
         previous = signal.signal(signal.SIGINT, lambda *_: job.cancel())  # Ctrl-C keeps what is done

@@ -26,6 +26,10 @@ def register(sub: Any) -> None:
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="folders to scan recursively")
     add_library_options(p)
     p.add_argument("--min-score", type=float, help="face detection threshold (default: from the settings, 0.7)")
+    p.add_argument("--face-passes", metavar="LIST",
+                   help="the library's own passes where Immich's finds no face, comma-separated, of padded, bright, "
+                        "rotated, or 'none' (default: from the settings, all three; rotated costs up to 2 detector "
+                        "calls more on each photo without a face)")
     p.add_argument("--no-clip", action="store_true", help="compute faces only")
     p.add_argument("--no-faces", action="store_true", help="compute CLIP vectors only")
     add_task_option(p)
@@ -34,6 +38,18 @@ def register(sub: Any) -> None:
     add_engine_options(p)
     add_json_option(p)
     p.set_defaults(func=run)
+
+
+def _passes(text: str) -> list[str]:
+    """`--face-passes`: 'none' or names separated by commas, each one of the library's passes."""
+    from immich_ml_desktop.settings import FACE_PASSES
+
+    names = [] if text.strip().lower() == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FACE_PASSES]
+    if unknown:
+        raise InvalidInputError(f"--face-passes: unknown pass {', '.join(unknown)}; use some of "
+                                f"{', '.join(FACE_PASSES)}, or none.")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--min-score must be between 0 and 1 (the default is 0.7), not {args.min_score:g}.")
     if args.workers is not None and args.workers < 1:
         raise InvalidInputError(f"--workers must be at least 1, not {args.workers}.")
+    passes = None if args.face_passes is None else _passes(args.face_passes)
     settings = library_settings_from_args(args)
     source = FolderSource(args.folders)
     bar = tqdm(total=0, unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
@@ -67,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             clip_model=None if args.no_clip else settings.clip_model,
             face_model=None if args.no_faces else settings.face_model,
             face_min_score=settings.face_min_score if args.min_score is None else args.min_score,
+            face_passes=settings.face_passes if passes is None else passes,
             progress=progress, workers=args.workers, retry_failed=args.retry_failed, tasks=task_specs_from_args(args),
         )
         previous = signal.signal(signal.SIGINT, lambda *_: job.cancel())  # Ctrl-C keeps what is done

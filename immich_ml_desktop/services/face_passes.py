@@ -15,6 +15,7 @@ import numpy as np
 from immich_ml_desktop.models.engine import Engine, Face
 from immich_ml_desktop.models.facial_recognition import DETECTION_SIZE, FaceDetectionOutput
 from immich_ml_desktop.models.images import DecodedImage, ImageInput, decode_image
+from immich_ml_desktop.settings import FACE_PASSES
 
 # The canvas side as a multiple of the photo's longer side. The detector resizes its input to 640 px
 # and SCRFD's anchors stop at faces of a few hundred pixels there: a face filling the frame is too big
@@ -24,7 +25,7 @@ from immich_ml_desktop.models.images import DecodedImage, ImageInput, decode_ima
 PAD_FACTORS = (3.0,)
 
 # The passes after Immich's, in the order they run; each runs only when all before it found nothing.
-PASSES = ("padded", "bright", "rotated")
+PASSES = FACE_PASSES
 
 # A photo is dark or low-contrast when, on a 64 px grey thumbnail, its mean is below DARK_MEAN or the
 # spread between its 5th and 95th percentiles is below LOW_SPREAD (0..255). See bench/face_conditions.py.

@@ -250,7 +250,7 @@ class LibraryPage(Page):
         job = IndexJob(
             self.context.library(), self.context.engine(), source,
             clip_model=settings.clip_model, face_model=settings.face_model,
-            face_min_score=settings.face_min_score,
+            face_min_score=settings.face_min_score, face_passes=settings.face_passes,
             progress=relay(self.signals.progress), failure=relay(self.signals.failure),
             answers=self.context.answers(),
         )
