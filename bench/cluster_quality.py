@@ -38,6 +38,7 @@ from immich_ml_desktop.library.clustering import (  # noqa: E402
     immich_cluster,
     weak_by_quality,
 )
+from immich_ml_desktop.library.copies import copy_components  # noqa: E402
 from immich_ml_desktop.library.people import WEAK_PASSES  # noqa: E402
 
 
@@ -116,7 +117,8 @@ def ours(f: FaceSet, params: GroupingParams | None = None) -> np.ndarray:
     """Our default as the library runs it: with the faces' measured quality and the passes that found them."""
     params = params or GroupingParams()
     weak = weak_by_quality(f.sharpness, f.lower_detail, params) | np.isin(f.found_by, list(WEAK_PASSES))
-    return group_faces(f.vectors, f.photo, params, weak=weak)
+    copies = None if np.isnan(f.relative_box).all() else copy_components(f.photo, f.photo_print, f.relative_box)
+    return group_faces(f.vectors, f.photo, params, weak=weak, copies=copies)
 
 
 ALGORITHMS = {
@@ -140,7 +142,8 @@ def _synthetic(vectors: np.ndarray, photos: np.ndarray) -> FaceSet:
     return FaceSet(vectors=vectors, identity=np.zeros(n, dtype=int), name=np.array([""] * n), photo=photos,
                    base=np.zeros(n, dtype=int), condition=np.array([""] * n), tune=np.zeros(n, dtype=bool),
                    found_by=np.array(["detector"] * n), score=nan, box=np.zeros((n, 4)), landmarks=np.zeros((n, 5, 2)),
-                   brightness=nan, contrast=nan, sharpness=nan, lower_detail=nan, expected={}, found={}, seconds={})
+                   brightness=nan, contrast=nan, sharpness=nan, lower_detail=nan, photo_print=np.zeros(n, dtype=np.int64),
+                   relative_box=np.full((n, 4), np.nan), expected={}, found={}, seconds={})
 
 
 def tune(sets: dict[str, FaceSet]) -> None:

@@ -160,3 +160,51 @@ def test_a_pair_is_a_suggestion_that_no_push_takes_until_it_is_confirmed(tmp_pat
         assert not people.group(groups[0].id).group.suggested
         assert sorted(len(p.faces) for p in reviewed_people(people, include_unreviewed=True)) == [2, 3]
         assert [len(p.faces) for p in reviewed_people(people)] == [2]  # only what the user reviewed
+
+
+def test_copy_components_link_a_face_to_itself_in_copies_of_its_photo() -> None:
+    """Photos 0 and 1 are copies (fingerprints 3 bits apart), photo 2 is another picture (30 bits off):
+    the faces at the same place in 0 and 1 are one face; the other face of photo 0, and photo 2's face at
+    the same place, are not linked to anything."""
+    from immich_ml_desktop.library.copies import copy_components
+
+    base = np.int64(0x0F0F_3C3C_5A5A_1234)
+    near = base ^ np.int64(0b111)
+    far = base ^ np.int64((1 << 30) - 1)
+    photos = np.array([0, 0, 1, 2])
+    prints = np.array([base, base, near, far], dtype=np.int64)
+    boxes = np.array([[0.1, 0.1, 0.3, 0.4], [0.6, 0.1, 0.8, 0.4], [0.11, 0.12, 0.31, 0.41], [0.1, 0.1, 0.3, 0.4]])
+    ids = copy_components(photos, prints, boxes)
+    assert ids[0] == ids[2] and len({ids[0], ids[1], ids[3]}) == 3
+    unknown = copy_components(photos, prints, boxes, known=np.array([True, True, False, True]))
+    assert len(set(unknown.tolist())) == 4  # a photo without a fingerprint is a copy of nothing
+
+
+def test_a_very_dark_copy_of_a_photo_follows_its_original_into_the_group(cpu_engine, tmp_path: Path) -> None:
+    """Three real photos of one person and a very dark copy of one of them, indexed: the copy's face is
+    weak (its vector is short, its crop flat), yet it lands in the person's group because its photo is a
+    copy of the original. Without the photos' fingerprints (a library indexed before them) it stays out."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = ["face_recognition/examples/obama.jpg", "face_recognition/examples/obama2.jpg",
+             "face_recognition/tests/test_images/obama3.jpg"]
+    for i, rel in enumerate(names):
+        shutil.copy(photo(rel), folder / f"{i}.jpg")
+    bgr = to_bgr(decode_image(photo(names[0]).read_bytes()))
+    rng = np.random.default_rng(0)
+    dark = np.clip(bgr.astype(np.float32) * 0.06 + rng.normal(0, 2, bgr.shape), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(folder / "dark.png"), dark)
+    with LibraryStore(tmp_path / "lib.sqlite3") as store:
+        IndexJob(store, cpu_engine, FolderSource([folder]), clip_model=None, face_model=FACE_PACK).run()
+        people = People(store)
+        faces = {Path(f.asset_key).name: f.face_id for f in people.all_faces()}
+        assert set(faces) == {"0.jpg", "1.jpg", "2.jpg", "dark.png"}, "each photo should give one face"
+        people.recluster()
+        groups = people.groups()
+        assert len(groups) == 1
+        assert {f.face_id for f in people.group(groups[0].id).faces} == set(faces.values())
+
+        store.connection().execute("UPDATE assets SET fingerprint = NULL")
+        people.recluster()
+        members = {f.face_id for g in people.groups() for f in people.group(g.id).faces}
+        assert faces["dark.png"] not in members and {faces["0.jpg"], faces["1.jpg"], faces["2.jpg"]} <= members

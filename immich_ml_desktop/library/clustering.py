@@ -269,6 +269,7 @@ def group_faces(
     params: GroupingParams = GroupingParams(),
     constraints: Constraints | None = None,
     weak: np.ndarray | None = None,
+    copies: np.ndarray | None = None,
 ) -> np.ndarray:
     """Group faces into people: one label per face, `UNASSIGNED` for faces left out.
 
@@ -278,6 +279,12 @@ def group_faces(
     steps 1-3, so they never found a group nor link two faces into one; at the end each joins the
     nearest group, new or fixed, within `weak_join_distance` under the rules of step 4, or stays
     unassigned (docs/faces.md, "Grouping by quality").
+
+    `copies` gives each face a component id (library/copies.py): faces sharing one are the same face in
+    copies of one picture. They count as one picture towards the separation rule; a face left
+    unassigned, weak or not, first follows the group its copies are in, and unassigned copies of one face
+    (one of them not weak) make a group of their own; both before the weak faces' join by vector: a
+    copy's poor vector says less than the picture it is a copy of.
 
     1. Faces not fixed by the user are linked to their `neighbours` nearest faces within
        `link_distance`; the connected parts of that graph are blocks that can be clustered separately.
@@ -299,7 +306,9 @@ def group_faces(
     weak_mask |= short_vectors(vectors, params.weak_norm)
     weak_mask[list(constraints.fixed)] = False
     free = np.flatnonzero((labels == UNASSIGNED) & ~weak_mask)
-    sets = _cluster_free_faces(unit[free], photos[free], params) if free.size else []
+    copy_ids = None if copies is None else np.asarray(copies)
+    sets = _cluster_free_faces(unit[free], photos[free], params, None if copy_ids is None else copy_ids[free]) \
+        if free.size else []
     sets = [free[s] for s in sets]
     clustered = np.zeros(n, dtype=bool)
     for s in sets:
@@ -322,6 +331,9 @@ def group_faces(
         if target != UNASSIGNED:
             labels[members] = target
             fixed_groups.add(target, members)
+    if copy_ids is not None:
+        _follow_copies(labels, copy_ids, photos, constraints.forbidden)
+        _group_copies(labels, copy_ids, photos, weak_mask, params.min_group_size)
     weak_free = np.flatnonzero((labels == UNASSIGNED) & weak_mask)
     if weak_free.size:
         homes = _FixedGroups(unit, photos, labels, constraints.forbidden)  # every group, new ones too
@@ -332,6 +344,45 @@ def group_faces(
                 labels[members] = target
                 homes.add(target, members)
     return labels
+
+
+def _follow_copies(labels: np.ndarray, copy_ids: np.ndarray, photos: np.ndarray, forbidden: set[tuple[int, int]]) -> None:
+    """Each unassigned face takes the group most of its copies are in, unless that group already holds a
+    face of its photo or the user rejected it from that group (in place)."""
+    placed = labels != UNASSIGNED
+    lonely = np.flatnonzero(~placed)
+    if not lonely.size or not placed.any():
+        return
+    groups_of: dict[int, dict[int, int]] = {}
+    for face in np.flatnonzero(placed).tolist():
+        votes = groups_of.setdefault(int(copy_ids[face]), {})
+        votes[int(labels[face])] = votes.get(int(labels[face]), 0) + 1
+    group_photos: dict[int, set] = {}
+    for face in np.flatnonzero(placed).tolist():
+        group_photos.setdefault(int(labels[face]), set()).add(photos[face])
+    for face in lonely.tolist():
+        tally = groups_of.get(int(copy_ids[face]))
+        if not tally:
+            continue
+        group = max(tally, key=lambda g: (tally[g], -g))
+        if photos[face] in group_photos[group] or (face, group) in forbidden:
+            continue
+        labels[face] = group
+        group_photos[group].add(photos[face])
+
+
+def _group_copies(labels: np.ndarray, copy_ids: np.ndarray, photos: np.ndarray, weak: np.ndarray, min_size: int) -> None:
+    """Unassigned copies of one face (at least `min_size`, one of them not weak, no two on one photo)
+    become a group of their own: whatever their vectors say, they are one person (in place)."""
+    lonely = np.flatnonzero(labels == UNASSIGNED)
+    if not lonely.size:
+        return
+    next_label = int(labels.max()) + 1 if (labels >= 0).any() else 0
+    order = lonely[np.argsort(copy_ids[lonely], kind="stable")]
+    for members in np.split(order, np.flatnonzero(np.diff(copy_ids[order])) + 1):
+        if len(members) >= min_size and not weak[members].all() and len(set(photos[members].tolist())) == len(members):
+            labels[members] = next_label
+            next_label += 1
 
 
 def weak_by_quality(sharpness: np.ndarray, lower_detail: np.ndarray, params: GroupingParams | None = None) -> np.ndarray:
@@ -398,7 +449,8 @@ class _FixedGroups:
         return UNASSIGNED, members
 
 
-def _cluster_free_faces(unit: np.ndarray, photos: np.ndarray, params: GroupingParams) -> list[np.ndarray]:
+def _cluster_free_faces(unit: np.ndarray, photos: np.ndarray, params: GroupingParams,
+                        copies: np.ndarray | None = None) -> list[np.ndarray]:
     """Sets of >= 2 faces (indices into `unit`) that average linkage puts together under the constraints."""
     n = len(unit)
     if n < 2:
@@ -413,17 +465,18 @@ def _cluster_free_faces(unit: np.ndarray, photos: np.ndarray, params: GroupingPa
     sets: list[np.ndarray] = []
     for block in np.split(order, bounds):
         if block.size >= 2:
-            sets.extend(_cluster_block(unit, photos, block, params))
+            sets.extend(_cluster_block(unit, photos, block, params, copies))
     return sets
 
 
-def _cluster_block(unit: np.ndarray, photos: np.ndarray, block: np.ndarray, params: GroupingParams) -> list[np.ndarray]:
+def _cluster_block(unit: np.ndarray, photos: np.ndarray, block: np.ndarray, params: GroupingParams,
+                   copies: np.ndarray | None = None) -> list[np.ndarray]:
     if block.size < 2:
         return []
     if block.size > BLOCK_LIMIT:
         # Too big for one linkage: split in two by 2-means, cluster the halves, then join the sets a
         # split cut apart with the same rules, at the level of sets.
-        sets = [s for half in _split(unit, block) for s in _cluster_block(unit, photos, half, params)]
+        sets = [s for half in _split(unit, block) for s in _cluster_block(unit, photos, half, params, copies)]
         return _join_sets(unit, photos, sets, params)
     if block.size == 2:
         a, b = block
@@ -433,7 +486,10 @@ def _cluster_block(unit: np.ndarray, photos: np.ndarray, block: np.ndarray, para
     v = unit[block]
     square = np.clip(1.0 - v @ v.T, 0.0, 2.0).astype(np.float64)
     merges = linkage(squareform(square, checks=False), method="average")
-    _, copy_of = connected_components(coo_matrix(square <= params.copy_distance), directed=False)
+    same = square <= params.copy_distance
+    if copies is not None:
+        same |= copies[block][:, None] == copies[block][None, :]
+    _, copy_of = connected_components(coo_matrix(same), directed=False)
     return [block[m] for m in _constrained_cut(merges, v.astype(np.float64), photos[block], params, copy_of) if len(m) >= 2]
 
 

@@ -36,6 +36,7 @@ from immich_ml_desktop.library.clustering import (
     unit_rows,
     weak_by_quality,
 )
+from immich_ml_desktop.library.copies import copy_components
 from immich_ml_desktop.library.store import LibraryStore, from_blob
 
 GroupFilter = Literal["all", "unnamed", "named", "hidden"]
@@ -447,7 +448,8 @@ class People:
         conn = self.store.connection()
         rows = conn.execute(
             "SELECT f.id, f.asset_id, f.vector, a.group_id, coalesce(g.confirmed, 0), f.found_by, "
-            "f.sharpness, f.lower_detail FROM faces f "
+            "f.sharpness, f.lower_detail, s.fingerprint, s.width, s.height, f.x1, f.y1, f.x2, f.y2 FROM faces f "
+            "JOIN assets s ON s.id = f.asset_id "
             "LEFT JOIN face_assignments a ON a.face_id = f.id LEFT JOIN face_groups g ON g.id = a.group_id "
             "WHERE f.model = ? AND f.id NOT IN (SELECT face_id FROM not_faces) ORDER BY f.id",
             (self.model,),
@@ -471,7 +473,8 @@ class People:
             params = params or GroupingParams()
             measured = np.array([[np.nan if x is None else x for x in r[6:8]] for r in rows], dtype=np.float64)
             weak = np.array([r[5] in WEAK_PASSES for r in rows], dtype=bool) | weak_by_quality(measured[:, 0], measured[:, 1], params)
-            labels = group_faces(vectors, photos, params, Constraints(fixed=fixed, forbidden=forbidden), weak=weak)
+            labels = group_faces(vectors, photos, params, Constraints(fixed=fixed, forbidden=forbidden), weak=weak,
+                                 copies=_copies(rows, photos))
         return face_ids, labels, set(fixed.values())
 
     # the machinery ------------------------------------------------------------------------------
@@ -530,6 +533,18 @@ class People:
             return set()
 
         self._record(action, [group_id], [], mutate)
+
+
+def _copies(rows: list, photos: np.ndarray) -> np.ndarray | None:
+    """Which faces are one face in copies of one picture (library/copies.py), from rows whose columns 8..14
+    are the photo's fingerprint, width, height and the face's box; None when no photo has a fingerprint."""
+    known = np.array([r[8] is not None and bool(r[9]) and bool(r[10]) for r in rows], dtype=bool)
+    if not known.any():
+        return None
+    prints = np.array([r[8] if k else 0 for r, k in zip(rows, known)], dtype=np.int64)
+    size = np.array([[r[9], r[10], r[9], r[10]] if k else [1, 1, 1, 1] for r, k in zip(rows, known)], dtype=np.float64)
+    boxes = np.array([r[11:15] for r in rows], dtype=np.float64) / size
+    return copy_components(photos, prints, boxes, known)
 
 
 def _grouping(face_ids: np.ndarray, labels: np.ndarray, group_of: Mapping[int, int | None]) -> Grouping:

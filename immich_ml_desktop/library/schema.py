@@ -158,6 +158,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE faces ADD COLUMN sharpness REAL;
     ALTER TABLE faces ADD COLUMN lower_detail REAL;
     """,
+    # 8: each photo's fingerprint (services/face_quality.py, `photo_fingerprint`), which tells a photo's edited
+    # copies (library/copies.py); NULL for photos indexed before.
+    """
+    ALTER TABLE assets ADD COLUMN fingerprint INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -94,6 +94,7 @@ class AssetResult:
     # per face, in the order of `faces`: (brightness, contrast, sharpness, lower_detail) as
     # services/face_quality.py measures them; None when not measured
     face_quality: Sequence[tuple[float, float, float, float]] | None = None
+    fingerprint: int | None = None  # the photo's (services/face_quality.py, photo_fingerprint)
 
 
 @dataclass(frozen=True)
@@ -448,7 +449,10 @@ class LibraryStore:
         now = time.time()
         with self.write() as conn:
             for r in results:
-                cur = conn.execute("UPDATE assets SET width = ?, height = ? WHERE id = ?", (r.width, r.height, r.asset_id))
+                # Without a fingerprint the column is left out: the same statement as before migration 8.
+                print_column, print_value = ("", ()) if r.fingerprint is None else (", fingerprint = ?", (r.fingerprint,))
+                cur = conn.execute(f"UPDATE assets SET width = ?, height = ?{print_column} WHERE id = ?",
+                                   (r.width, r.height, *print_value, r.asset_id))
                 if cur.rowcount == 0:
                     continue  # deleted while it was being indexed
                 if r.clip is not None:

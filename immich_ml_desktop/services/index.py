@@ -37,6 +37,7 @@ from immich_ml_desktop.models.registry import model_class, served_tasks
 from immich_ml_desktop.server.answer_cache import AnswerCache, answer_key
 from immich_ml_desktop.services.face_passes import PASSES, detect_faces_with_fallback
 from immich_ml_desktop.services.face_quality import measure as measure_face
+from immich_ml_desktop.services.face_quality import photo_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -354,18 +355,20 @@ class IndexJob:
             else:
                 vector = clip.embed(clip.transform(image.pil)[np.newaxis])[0] if clip is not None else None
                 first = None
-            faces = quality = None
+            faces = quality = fingerprint = None
             if self.face_model:
                 faces = detect_faces_with_fallback(self.engine, self.face_model, image, self.face_min_score, first,
                                                    passes=self.face_passes)
                 outcome.faces = len(faces)
                 quality = [astuple(measure_face(image.bgr, f.landmarks)) for f in faces]
+                fingerprint = photo_fingerprint(image.bgr)
             results = {  # what /predict would answer under the task's key, for the same image
                 (spec.task, spec.model): to_json(run_entries(self.engine, entries, image=image)[spec.task])
                 for spec, entries in self._task_entries
             }
             outcome.results = len(results)
-            outcome.result = AssetResult(asset.id, image.width, image.height, vector, faces, results or None, quality)
+            outcome.result = AssetResult(asset.id, image.width, image.height, vector, faces, results or None, quality,
+                                         fingerprint)
         except SourceUnavailableError:
             raise  # the whole source is down, not this asset: stop here; a later run goes on from here
         except Exception as e:  # noqa: BLE001 - any bad file is recorded and the job goes on
