@@ -133,7 +133,7 @@ class SettingsPage(Page):
         form.addRow("Face m&odel", self.face_model)
         self.face_note = label("", "hint")
         form.addRow("", self.face_note)
-        self.rotated_pass = QCheckBox("Look for faces at an an&gle too (photos without faces index slower)")
+        self.rotated_pass = QCheckBox("Look for faces at an angle too (photos &without faces index slower)")
         self.rotated_pass.setToolTip("Where Immich's detection finds no face, also try the photo turned 35 degrees "
                                      "each way: up to two more detector calls on every photo without a face")
         form.addRow("", self.rotated_pass)
