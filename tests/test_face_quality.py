@@ -3,7 +3,10 @@ length), how the grouping uses it (weak faces never found a group) and pairs off
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -156,6 +159,9 @@ def test_a_pair_is_a_suggestion_that_no_push_takes_until_it_is_confirmed(tmp_pat
         assert [(g.face_count, g.suggested) for g in groups] == [(2, True), (3, False)]
         pushed = reviewed_people(people, include_unreviewed=True)
         assert [len(p.faces) for p in pushed] == [3]
+        out = subprocess.run([sys.executable, "-m", "immich_ml_desktop", "cluster", "--library", str(store.path),
+                              "--face-model", "m", "--json"], capture_output=True, text=True, check=True)
+        assert sorted((len(g["face_ids"]), g["suggested"]) for g in json.loads(out.stdout)["groups"]) == [(2, True), (3, False)]
         people.confirm(groups[0].id)
         assert not people.group(groups[0].id).group.suggested
         assert sorted(len(p.faces) for p in reviewed_people(people, include_unreviewed=True)) == [2, 3]

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from immich_ml_desktop.errors import LibraryError
-    from immich_ml_desktop.library.people import People
+    from immich_ml_desktop.library.people import PAIR_SIZE, People
     from immich_ml_desktop.library.store import LibraryStore
 
     path = Path(args.library or settings_from_args(args).library_path)
@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             grouping = people.recluster(args.algorithm, params, incremental=args.incremental)
         faces = {f.face_id: f for f in people.all_faces()}
-        names = {g.id: g.name for g in people.groups("all") + people.groups("hidden")}
+        known = people.groups("all") + people.groups("hidden")
+        names = {g.id: g.name for g in known}
+        confirmed = {g.id for g in known if g.confirmed}
 
     def face(fid: int) -> dict[str, Any]:
         f = faces[fid]
@@ -84,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
         "algorithm": args.algorithm,
         "params": asdict(params),
         "stored": not args.preview,
-        "groups": [{"id": gid, "name": names.get(gid) if gid is not None else None, "face_ids": ids, "faces": [face(f) for f in ids]}
+        # suggested: a pair nobody confirmed (the People page offers it; a push leaves it out until confirmed)
+        "groups": [{"id": gid, "name": names.get(gid) if gid is not None else None, "face_ids": ids,
+                    "suggested": len(ids) == PAIR_SIZE and gid not in confirmed, "faces": [face(f) for f in ids]}
                    for gid, ids in grouping.groups],
         "unassigned": [face(f) for f in grouping.unassigned],
     }
@@ -95,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
     for g in out["groups"]:
         label = g["name"] or (f"group {g['id']}" if g["id"] is not None else "new group")
         paths = sorted({f["path"] for f in g["faces"]})
-        print(f"  {label}: {len(g['face_ids'])} faces in {len(paths)} photos, e.g. {paths[0]}")
+        pair = " (a suggested pair)" if g["suggested"] else ""
+        print(f"  {label}{pair}: {len(g['face_ids'])} faces in {len(paths)} photos, e.g. {paths[0]}")
     return 0
