@@ -142,7 +142,7 @@ def _synthetic(vectors: np.ndarray, photos: np.ndarray) -> FaceSet:
     return FaceSet(vectors=vectors, identity=np.zeros(n, dtype=int), name=np.array([""] * n), photo=photos,
                    base=np.zeros(n, dtype=int), condition=np.array([""] * n), tune=np.zeros(n, dtype=bool),
                    found_by=np.array(["detector"] * n), score=nan, box=np.zeros((n, 4)), landmarks=np.zeros((n, 5, 2)),
-                   brightness=nan, contrast=nan, sharpness=nan, lower_detail=nan, photo_print=np.zeros(n, dtype=np.int64),
+                   brightness=nan, contrast=nan, sharpness=nan, lower_detail=nan, photo_print=np.zeros((n, 4), dtype=np.int64),
                    relative_box=np.full((n, 4), np.nan), expected={}, found={}, seconds={})
 
 

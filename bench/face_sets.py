@@ -44,7 +44,7 @@ GROUP_PHOTOS = [
         "2008_002506.jpg", "2008_001009.jpg")],
 ]
 SCENE = "photoprism/assets/examples/beach_sand.jpg"
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 
 
 def labelled_photos(photos_dir: Path) -> list[tuple[str, str]]:
@@ -187,7 +187,7 @@ class FaceSet:
     contrast: np.ndarray
     sharpness: np.ndarray
     lower_detail: np.ndarray
-    photo_print: np.ndarray  # the face's photo's fingerprint (services.face_quality.photo_fingerprint)
+    photo_print: np.ndarray  # (n, 4) int64: the face's photo's fingerprint (services.face_quality.photo_fingerprint)
     relative_box: np.ndarray  # the box as shares of the photo's width and height
     # per condition: base faces that should be found in it, and how many were
     expected: dict[str, int]
@@ -251,6 +251,7 @@ def build(photos_dir: Path, engine, cache: Path, log=print) -> FaceSet:
                            **counts)
     from immich_ml_desktop.models.images import DecodedImage, decode_image, to_bgr
     from immich_ml_desktop.services.face_passes import detect_faces_with_fallback
+    from immich_ml_desktop.library.copies import words
     from immich_ml_desktop.services.face_quality import measure, photo_fingerprint
 
     rng = np.random.default_rng(0)
@@ -297,7 +298,7 @@ def build(photos_dir: Path, engine, cache: Path, log=print) -> FaceSet:
             faces = detect_faces_with_fallback(engine, FACE_PACK, DecodedImage.from_bgr(image))
             seconds[condition] = seconds.get(condition, 0.0) + time.perf_counter() - start
             matched = _match(faces, boxes, m, image.shape)
-            fingerprint = photo_fingerprint(image)
+            fingerprint = words(photo_fingerprint(image))
             size = np.array([image.shape[1], image.shape[0]] * 2, dtype=np.float64)
             expected[condition] = expected.get(condition, 0) + len(boxes)
             found_count[condition] = found_count.get(condition, 0) + sum(j >= 0 for j in matched)
@@ -314,7 +315,6 @@ def build(photos_dir: Path, engine, cache: Path, log=print) -> FaceSet:
         log(f"  {rel}: {len(boxes)} base faces, {sum(1 for r in rows if r['photo'] >= photo_no - len(CONDITIONS) - 1)} faces in its {len(CONDITIONS) + 1} versions")
     arrays = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     arrays["vectors"] = arrays["vectors"].astype(np.float32)
-    arrays["photo_print"] = arrays["photo_print"].astype(np.int64)
     out = FaceSet(**arrays, expected=expected, found=found_count, seconds=seconds)
     cache.parent.mkdir(parents=True, exist_ok=True)
     extra = {f"{k}_{part}": np.array(list(getattr(out, k).keys() if part == "keys" else getattr(out, k).values()))

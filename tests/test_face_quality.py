@@ -169,21 +169,26 @@ def test_a_pair_is_a_suggestion_that_no_push_takes_until_it_is_confirmed(tmp_pat
 
 
 def test_copy_components_link_a_face_to_itself_in_copies_of_its_photo() -> None:
-    """Photos 0 and 1 are copies (fingerprints 3 bits apart), photo 2 is another picture (30 bits off):
-    the faces at the same place in 0 and 1 are one face; the other face of photo 0, and photo 2's face at
-    the same place, are not linked to anything."""
+    """Photo 1 is a copy of photo 0 (3 + 20 bits apart); photo 2 differs in 30 of the first 64 bits and
+    photo 3 in 100 of the other 192: not copies. Only the faces at the same place in 0 and 1 are one face;
+    the other face of photo 0, and the faces of 2 and 3 at that place, are linked to nothing."""
     from immich_ml_desktop.library.copies import copy_components
 
-    base = np.int64(0x0F0F_3C3C_5A5A_1234)
-    near = base ^ np.int64(0b111)
-    far = base ^ np.int64((1 << 30) - 1)
-    photos = np.array([0, 0, 1, 2])
-    prints = np.array([base, base, near, far], dtype=np.int64)
-    boxes = np.array([[0.1, 0.1, 0.3, 0.4], [0.6, 0.1, 0.8, 0.4], [0.11, 0.12, 0.31, 0.41], [0.1, 0.1, 0.3, 0.4]])
+    def flipped(words: np.ndarray, first: int, rest: int) -> np.ndarray:
+        bits = np.unpackbits(words.astype(">i8").view(np.uint8))
+        bits[1 : 1 + first] ^= 1
+        bits[64 : 64 + rest] ^= 1
+        return np.packbits(bits).view(">i8").astype(np.int64)
+
+    base = np.random.default_rng(1).integers(-2**62, 2**62, size=4, dtype=np.int64)
+    photos = np.array([0, 0, 1, 2, 3])
+    prints = np.stack([base, base, flipped(base, 3, 20), flipped(base, 30, 0), flipped(base, 0, 100)])
+    place = [0.1, 0.1, 0.3, 0.4]
+    boxes = np.array([place, [0.6, 0.1, 0.8, 0.4], [0.11, 0.12, 0.31, 0.41], place, place])
     ids = copy_components(photos, prints, boxes)
-    assert ids[0] == ids[2] and len({ids[0], ids[1], ids[3]}) == 3
-    unknown = copy_components(photos, prints, boxes, known=np.array([True, True, False, True]))
-    assert len(set(unknown.tolist())) == 4  # a photo without a fingerprint is a copy of nothing
+    assert ids[0] == ids[2] and len({ids[0], ids[1], ids[3], ids[4]}) == 4
+    unknown = copy_components(photos, prints, boxes, known=np.array([True, True, False, True, True]))
+    assert len(set(unknown.tolist())) == 5  # a photo without a fingerprint is a copy of nothing
 
 
 def test_a_very_dark_copy_of_a_photo_follows_its_original_into_the_group(cpu_engine, tmp_path: Path) -> None:

@@ -336,13 +336,20 @@ def group_faces(
         _group_copies(labels, copy_ids, photos, weak_mask, params.min_group_size)
     weak_free = np.flatnonzero((labels == UNASSIGNED) & weak_mask)
     if weak_free.size:
-        homes = _FixedGroups(unit, photos, labels, constraints.forbidden)  # every group, new ones too
+        # Every group, new ones too, as its faces that are not weak describe it: weak faces already in a
+        # group (copies, the user's) neither draw other weak faces to it nor count in its average; their
+        # photos still keep a second face of the same photo out.
+        strong = np.where(weak_mask, UNASSIGNED, labels)
+        homes = _FixedGroups(unit, photos, strong, constraints.forbidden)
+        for face in np.flatnonzero(weak_mask & (labels != UNASSIGNED)).tolist():
+            if int(labels[face]) in homes.row:
+                homes.group_photos[homes.row[int(labels[face])]].add(photos[face])
         weak_params = replace(params, join_distance=min(params.join_distance, params.weak_join_distance))
         for face in weak_free.tolist():
             target, members = homes.best_home(np.array([face]), weak_params)
             if target != UNASSIGNED:
                 labels[members] = target
-                homes.add(target, members)
+                homes.group_photos[homes.row[target]].update(photos[members].tolist())
     return labels
 
 

@@ -36,7 +36,7 @@ from immich_ml_desktop.library.clustering import (
     unit_rows,
     weak_by_quality,
 )
-from immich_ml_desktop.library.copies import copy_components
+from immich_ml_desktop.library.copies import copy_components, words
 from immich_ml_desktop.library.store import LibraryStore, from_blob
 
 GroupFilter = Literal["all", "unnamed", "named", "hidden"]
@@ -541,7 +541,7 @@ def _copies(rows: list, photos: np.ndarray) -> np.ndarray | None:
     known = np.array([r[8] is not None and bool(r[9]) and bool(r[10]) for r in rows], dtype=bool)
     if not known.any():
         return None
-    prints = np.array([r[8] if k else 0 for r, k in zip(rows, known)], dtype=np.int64)
+    prints = np.stack([words(r[8]) for r in rows])
     size = np.array([[r[9], r[10], r[9], r[10]] if k else [1, 1, 1, 1] for r, k in zip(rows, known)], dtype=np.float64)
     boxes = np.array([r[11:15] for r in rows], dtype=np.float64) / size
     return copy_components(photos, prints, boxes, known)

@@ -161,7 +161,7 @@ MIGRATIONS: list[str] = [
     # 8: each photo's fingerprint (services/face_quality.py, `photo_fingerprint`), which tells a photo's edited
     # copies (library/copies.py); NULL for photos indexed before.
     """
-    ALTER TABLE assets ADD COLUMN fingerprint INTEGER;
+    ALTER TABLE assets ADD COLUMN fingerprint BLOB;
     """,
 ]
 

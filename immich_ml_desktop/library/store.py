@@ -94,7 +94,7 @@ class AssetResult:
     # per face, in the order of `faces`: (brightness, contrast, sharpness, lower_detail) as
     # services/face_quality.py measures them; None when not measured
     face_quality: Sequence[tuple[float, float, float, float]] | None = None
-    fingerprint: int | None = None  # the photo's (services/face_quality.py, photo_fingerprint)
+    fingerprint: bytes | None = None  # the photo's (services/face_quality.py, photo_fingerprint)
 
 
 @dataclass(frozen=True)

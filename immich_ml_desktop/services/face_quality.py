@@ -47,18 +47,22 @@ def measure(bgr: np.ndarray, landmarks: np.ndarray) -> FaceQuality:
     )
 
 
-def photo_fingerprint(bgr: np.ndarray) -> int:
-    """A 63-bit perceptual hash of a whole photo (the signs of its low DCT frequencies against their
-    median, on a 32 px grey thumbnail after histogram equalisation), as a signed 64-bit integer.
+def photo_fingerprint(bgr: np.ndarray) -> bytes:
+    """A 256-bit perceptual hash of a whole photo, as 32 bytes: the signs of its 16x16 lowest DCT
+    frequencies against their median, on a 64 px grey thumbnail after histogram equalisation. The first 64
+    bits are the 8x8 lowest frequencies (a cheap first test, library/copies.py), the DC bit is always 0
+    (it says only how bright the photo is).
 
-    Copies of one picture keep it within a few bits whatever was done to their light, quality or size
-    (bench/cluster_quality.py, on 39 photos: darkened, low-contrast, JPEG 15 at half size, blurred,
-    greyed copies differ in at most 8 bits, very dark ones and an edited copy cropped by 4% in at most
-    14), while two different photos differ in at least 20. Turned, mirrored or re-framed copies are not
-    caught. Written here rather than taken from a hashing library: it is a few lines on OpenCV's DCT."""
+    Copies of one picture keep it close whatever was done to their light, quality or sharpness, while
+    different photos stay about half apart (bench/cluster_quality.py, 39 photos: darkened, low-contrast,
+    JPEG 15 at half size, blurred, covered and greyed copies differ in at most 10 of the first 64 bits and
+    50 of all 256; two different photos in at least 20 and 104). Turned, mirrored, re-framed or cropped
+    copies are not caught. Written here rather than taken from a hashing library: a few lines on OpenCV's
+    DCT, and the layout (a cheap first word) is what the copy search needs."""
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr
-    small = cv2.equalizeHist(cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)).astype(np.float32)
-    low = cv2.dct(small)[:8, :8].ravel()[1:]  # the DC term says only how bright the photo is
-    bits = np.concatenate([[False], low > np.median(low)])
-    value = int(np.packbits(bits).view(">u8")[0])
-    return value - (1 << 64) if value >= 1 << 63 else value
+    small = cv2.equalizeHist(cv2.resize(grey, (64, 64), interpolation=cv2.INTER_AREA)).astype(np.float32)
+    d = cv2.dct(small)[:16, :16]
+    values = np.concatenate([d[:8, :8].ravel(), d[:8, 8:].ravel(), d[8:, :].ravel()])
+    bits = values > np.median(values[1:])
+    bits[0] = False
+    return np.packbits(bits).tobytes()
