@@ -1,5 +1,5 @@
 """Faces that are the same face of the same picture: a photo and its edited copies (darkened, re-saved,
-blurred, greyed, slightly cropped), told by the photos' fingerprints (services/face_quality.py,
+blurred, greyed, covered in part; not turned, mirrored or cropped ones), told by the photos' fingerprints (services/face_quality.py,
 `photo_fingerprint`) and the faces' places in them. A copy's face may have a vector too poor to place
 (a very dark or blurred copy), but it is the same person as the face in the original: the grouping lets
 it follow that face (library/clustering.py)."""
@@ -13,7 +13,7 @@ from scipy.sparse.csgraph import connected_components
 # Photos are copies of one picture when their fingerprints differ in at most FIRST_BITS of their first 64
 # bits (the 8x8 lowest frequencies; copies: at most 15, different photos: at least 20) and ALL_BITS of all
 # 256 (copies other than cropped ones: at most 50, different photos: at least 104; on ../shared/photos).
-# Two random fingerprints pass both about once in 10^15 pairs.
+# Two random fingerprints pass both about once in 10^16 pairs (1.3e-16, counted from the binomials).
 FIRST_BITS = 14
 ALL_BITS = 64
 # Two faces of copies are one face when their boxes, as shares of their photos' sides, overlap this much.
