@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from face_sets import FACE_PACK, SCENE, labelled_photos  # noqa: E402
+from face_sets import FACE_PACK, SCENE, _mapped, _turned, labelled_photos  # noqa: E402
+
+from immich_ml_desktop.library.copies import box_iou  # noqa: E402
 
 from immich_ml_desktop.models.engine import Engine, Face  # noqa: E402
 from immich_ml_desktop.models.images import DecodedImage, decode_image, to_bgr  # noqa: E402
@@ -46,22 +48,6 @@ from immich_ml_desktop.services import face_passes as fp  # noqa: E402
 
 # A condition: (image, labelled box in it (x1, y1, x2, y2), labelled centre in it).
 Condition = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-def _turned(bgr: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
-    """`bgr` turned by `angle` degrees (counter-clockwise), expanded to hold it whole; and the matrix."""
-    h, w = bgr.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    cos, sin = abs(m[0, 0]), abs(m[0, 1])
-    nw, nh = int(w * cos + h * sin + 0.5), int(w * sin + h * cos + 0.5)
-    m[:, 2] += (nw / 2 - w / 2, nh / 2 - h / 2)
-    return cv2.warpAffine(bgr, m, (nw, nh), flags=cv2.INTER_CUBIC, borderValue=(128, 128, 128)), m
-
-
-def _mapped(m: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x1, y1, x2, y2 = box
-    pts = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [(x1 + x2) / 2, (y1 + y2) / 2]]) @ m[:, :2].T + m[:, 2]
-    return np.concatenate([pts[:4].min(0), pts[:4].max(0)]), pts[4]
 
 
 def _jpeg(bgr: np.ndarray, quality: int) -> np.ndarray:
@@ -98,18 +84,10 @@ def conditions(bgr: np.ndarray, box: np.ndarray, scene: np.ndarray, rng: np.rand
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match(faces: list[Face], box: np.ndarray, centre: np.ndarray) -> Face | None:
     for f in faces:
         b = f.box
-        if b[0] <= centre[0] <= b[2] and b[1] <= centre[1] <= b[3] and _iou(b, box) >= 0.25:
+        if b[0] <= centre[0] <= b[2] and b[1] <= centre[1] <= b[3] and box_iou(b, box) >= 0.25:
             return f
     return None
 

@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from immich_ml_desktop.library.copies import box_iou
+
 FACE_PACK = "test-scrfd25g-r512"
 GROUP_PHOTOS = [
     "cospectrum_scrfd/images/solvay_conference_1927.png",
@@ -203,14 +205,6 @@ def in_tuning_half(identity: str) -> bool:
     return hashlib.sha256(identity.encode()).digest()[0] % 2 == 0
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _mapped(m: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x1, y1, x2, y2 = box
     pts = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [(x1 + x2) / 2, (y1 + y2) / 2]]) @ m[:, :2].T + m[:, 2]
@@ -232,7 +226,7 @@ def _match(found, boxes: np.ndarray, m: np.ndarray, shape) -> list[int]:
             if j in taken or not inside:
                 continue
             b = f.box
-            if b[0] <= centre[0] <= b[2] and b[1] <= centre[1] <= b[3] and (iou := _iou(b, mb)) >= best_iou:
+            if b[0] <= centre[0] <= b[2] and b[1] <= centre[1] <= b[3] and (iou := box_iou(b, mb)) >= best_iou:
                 best, best_iou = j, iou
         if best >= 0:
             taken.add(best)

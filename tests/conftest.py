@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,6 +18,16 @@ FACE_PACK = "test-scrfd25g-r512"
 FACE_PACK_128 = "test-scrfd25g-mbf128"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@dataclass
+class FaceRow:
+    """A face as the library stores one (store.FaceLike), for tests that write faces without a model."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    embedding: np.ndarray
 
 
 def _need(path: Path) -> Path:

@@ -4,23 +4,17 @@ overlap; face ids are never reused."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from immich_ml_desktop.library.people import People
 from immich_ml_desktop.library.store import AssetResult, LibraryStore
+from conftest import FaceRow as _Face
 
 MODEL = "test-faces"
 
 
-@dataclass
-class _Face:
-    box: np.ndarray
-    score: float
-    landmarks: np.ndarray
-    embedding: np.ndarray
 
 
 def _faces(boxes: list[tuple[float, float, float, float]], seed: int) -> list[_Face]:

@@ -21,7 +21,7 @@ from immich_ml_desktop.models.images import DecodedImage, decode_image, to_bgr
 from immich_ml_desktop.services.face_quality import measure
 from immich_ml_desktop.services.index import IndexJob
 from immich_ml_desktop.services.push import reviewed_people
-from tests.conftest import FACE_PACK, photo
+from tests.conftest import FACE_PACK, FaceRow, photo
 
 DIM = 128
 
@@ -132,19 +132,10 @@ def test_indexing_stores_each_faces_measures_and_the_grouping_reads_them(cpu_eng
 
 
 def _immich_library(path: Path, photos: list[np.ndarray]) -> LibraryStore:
-    from dataclasses import dataclass
-
-    @dataclass
-    class _Face:
-        box: np.ndarray
-        score: float
-        landmarks: np.ndarray
-        embedding: np.ndarray
-
     store = LibraryStore(path)
     for i, v in enumerate(photos):
         asset, _ = store.upsert_asset("immich", f"asset-{i:03d}", size=1, mtime_ns=1)
-        store.record_result(AssetResult(asset, 100, 100, None, [_Face(np.array([0.0, 0, 8, 8]), 0.9, np.zeros((5, 2)), v)]),
+        store.record_result(AssetResult(asset, 100, 100, None, [FaceRow(np.array([0.0, 0, 8, 8]), 0.9, np.zeros((5, 2)), v)]),
                             clip_model=None, face_model="m")
     return store
 

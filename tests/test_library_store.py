@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,11 @@ from immich_ml_desktop.library.search import ClipSearch, rank
 from immich_ml_desktop.library.store import AssetFile, AssetResult, LibraryStore
 
 from conftest import photo
+from conftest import FaceRow as _Face
 
 CLIP, FACES = "clip-a", "faces-a"
 
 
-@dataclass
-class _Face:
-    box: np.ndarray
-    score: float
-    landmarks: np.ndarray
-    embedding: np.ndarray
 
 
 def _face(seed: int, dim: int = 8) -> _Face:

@@ -17,17 +17,12 @@ from immich_ml_desktop.library.people import People
 from immich_ml_desktop.library.store import AssetResult, LibraryStore
 
 from conftest import FACE_PACK, photo
+from conftest import FaceRow as _Face
 
 MODEL = "test-faces"
 DIM = 128  # high enough that random people are far apart, as with real 512-d vectors
 
 
-@dataclass
-class _Face:
-    box: np.ndarray
-    score: float
-    landmarks: np.ndarray
-    embedding: np.ndarray
 
 
 def _person(rng: np.random.Generator, dim: int = DIM) -> np.ndarray:

@@ -76,14 +76,15 @@ def copy_components(photos: np.ndarray, fingerprints: np.ndarray, boxes: np.ndar
     for p, q in zip(pa.tolist(), pb.tolist()):
         for i in faces_of[p]:
             for j in faces_of[q]:
-                if _iou(boxes[i], boxes[j]) >= SAME_PLACE_IOU:
+                if box_iou(boxes[i], boxes[j]) >= SAME_PLACE_IOU:
                     links_a.append(i)
                     links_b.append(j)
     graph = coo_matrix((np.ones(len(links_a), dtype=np.int8), (links_a, links_b)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def box_iou(a, b) -> float:
+    """Intersection over union of two x1, y1, x2, y2 boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
