@@ -16,6 +16,7 @@ PHOTOS = SHARED / "photos"
 CLIP_PACK = "tiny-random-clip"
 FACE_PACK = "test-scrfd25g-r512"
 FACE_PACK_128 = "test-scrfd25g-mbf128"
+FACES_PHOTO = "insightface/t1.jpg"  # 6 faces
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -81,3 +82,25 @@ def openvino_engine(models_dir: Path, work_dir: Path):
         pytest.skip("OpenVINO is not installed on this machine")
     with Engine(models_dir, "openvino:CPU", work_dir=work_dir) as engine:
         yield engine
+
+
+# A real MlServer on 127.0.0.1 (one per test module, on the CPU engine), a client to it, a photo with faces.
+@pytest.fixture(scope="module")
+def jpeg() -> bytes:
+    return photo(FACES_PHOTO).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def server(cpu_engine):
+    from immich_ml_desktop.server.ml_server import MlServer
+
+    with MlServer(cpu_engine, "127.0.0.1", 0) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def client(server):
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c

@@ -21,9 +21,8 @@ import pytest
 from immich_ml_desktop.errors import InvalidInputError
 from immich_ml_desktop.models.engine import Engine
 from immich_ml_desktop.server.ml_server import MlServer
-from tests.conftest import CLIP_PACK, FACE_PACK, photo
+from tests.conftest import CLIP_PACK, FACE_PACK
 
-FACES_PHOTO = "insightface/t1.jpg"
 CLIP_TEXTUAL = {"clip": {"textual": {"modelName": CLIP_PACK, "options": {}}}}
 NON_ASCII_TEXTS = ["café", "東京の猫", "Ærøskøbing 🐈 straße"]
 
@@ -31,23 +30,6 @@ NON_ASCII_TEXTS = ["café", "東京の猫", "Ærøskøbing 🐈 straße"]
 def vector(value: str) -> np.ndarray:
     assert isinstance(value, str), "embeddings are JSON strings, as Immich stores them"
     return np.array(json.loads(value), dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def jpeg() -> bytes:
-    return photo(FACES_PHOTO).read_bytes()
-
-
-@pytest.fixture(scope="module")
-def server(cpu_engine: Engine):
-    with MlServer(cpu_engine, "127.0.0.1", 0) as srv:
-        yield srv
-
-
-@pytest.fixture()
-def client(server: MlServer):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
 
 
 # item 8: wrong option types and decompression bombs ------------------------------------------------
@@ -293,6 +275,14 @@ def closed_by_server(sock: socket.socket) -> bool:
         return True
 
 
+def stop(proc: subprocess.Popen, idle: list[socket.socket]) -> str:
+    """Close the idle connections, stop the server process and return what it logged."""
+    for s in idle:
+        s.close()
+    proc.terminate()
+    return proc.communicate(timeout=30)[1]
+
+
 def low_fd_limit() -> None:  # in the child: the common default of 1,024 open files, soft and hard
     import resource
 
@@ -318,10 +308,7 @@ def test_1100_idle_connections_do_not_knock_serve_over(models_dir: Path) -> None
         assert still_open == 0, f"{still_open} idle connections were never closed by the server"
         assert httpx.get(f"{url}/ping", timeout=30).text == "pong"
     finally:
-        for s in idle:
-            s.close()
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        err = stop(proc, idle)
     assert "Traceback" not in err, err[-3000:]
     assert err.count("out of system resource") + err.count("Cannot accept connections") <= 1, err[-3000:]
     assert len(err) < 20_000, f"the log grew by {len(err)} characters: {err[-2000:]}"
@@ -397,9 +384,6 @@ def test_accepts_failing_at_the_open_file_limit_log_one_line(models_dir: Path, t
         time.sleep(3)  # accepts fail for a while, then idle connections are closed and accepts resume
         assert httpx.get(f"http://127.0.0.1:{port}/ping", timeout=60).text == "pong"
     finally:
-        for s in idle:
-            s.close()
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        err = stop(proc, idle)
     assert err.count("Cannot accept connections: Too many open files") == 1, err[-3000:]
     assert "out of system resource" not in err and "Traceback" not in err, err[-3000:]

@@ -24,7 +24,6 @@ from immich_ml_desktop.server.ml_server import MlServer, parse_networks
 from immich_ml_desktop.models.engine import Engine
 from tests.conftest import CLIP_PACK, FACE_PACK, photo
 
-FACES_PHOTO = "insightface/t1.jpg"  # 6 faces
 CLIP_VISUAL = {"clip": {"visual": {"modelName": CLIP_PACK}}}
 FACES = {
     "facial-recognition": {
@@ -78,23 +77,6 @@ def raw_exchange(port: int, head: bytes, body: bytes = b"", timeout: float = 10.
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(head + body)
         return read_answer(sock)
-
-
-@pytest.fixture(scope="module")
-def jpeg() -> bytes:
-    return photo(FACES_PHOTO).read_bytes()
-
-
-@pytest.fixture(scope="module")
-def server(cpu_engine: Engine):
-    with MlServer(cpu_engine, "127.0.0.1", 0) as srv:
-        yield srv
-
-
-@pytest.fixture()
-def client(server: MlServer):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
 
 
 # routes and request shapes ------------------------------------------------------------------------
