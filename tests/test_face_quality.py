@@ -210,3 +210,9 @@ def test_a_very_dark_copy_of_a_photo_follows_its_original_into_the_group(cpu_eng
         people.recluster()
         members = {f.face_id for g in people.groups() for f in people.group(g.id).faces}
         assert faces["dark.png"] not in members and {faces["0.jpg"], faces["1.jpg"], faces["2.jpg"]} <= members
+
+        # A damaged value (not 32 bytes) is no fingerprint either: the regrouping goes on without it.
+        store.connection().execute("UPDATE assets SET fingerprint = 12345")
+        people.recluster()
+        members = {f.face_id for g in people.groups() for f in people.group(g.id).faces}
+        assert faces["dark.png"] not in members and {faces["0.jpg"], faces["1.jpg"], faces["2.jpg"]} <= members

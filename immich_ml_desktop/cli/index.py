@@ -42,14 +42,10 @@ def register(sub: Any) -> None:
 
 def _passes(text: str) -> list[str]:
     """`--face-passes`: 'none' or names separated by commas, each one of the library's passes."""
-    from immich_ml_desktop.settings import FACE_PASSES
+    from immich_ml_desktop.services.face_passes import check_passes
 
     names = [] if text.strip().lower() == "none" else [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in FACE_PASSES]
-    if unknown:
-        raise InvalidInputError(f"--face-passes: unknown pass {', '.join(unknown)}; use some of "
-                                f"{', '.join(FACE_PASSES)}, or none.")
-    return names
+    return check_passes(names, what="--face-passes")
 
 
 def run(args: argparse.Namespace) -> int:

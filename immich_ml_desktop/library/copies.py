@@ -6,6 +6,8 @@ it follow that face (library/clustering.py)."""
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -21,11 +23,17 @@ SAME_PLACE_IOU = 0.5
 WORDS = 4  # a fingerprint's 256 bits as 64-bit words
 
 
-def words(fingerprint: bytes | None) -> np.ndarray:
-    """A stored fingerprint (32 bytes) as 4 int64 words, the first holding its first 64 bits."""
-    if fingerprint is None or len(fingerprint) != 8 * WORDS:
+def is_fingerprint(value: object) -> TypeGuard[bytes | bytearray | memoryview]:
+    """Whether a stored value is a fingerprint (32 bytes); anything else (NULL: a photo indexed before
+    fingerprints existed, or a damaged value) makes its photo a copy of nothing."""
+    return isinstance(value, (bytes, bytearray, memoryview)) and len(value) == 8 * WORDS
+
+
+def words(fingerprint: object) -> np.ndarray:
+    """A stored fingerprint as 4 int64 words, the first holding its first 64 bits (zeros when it is none)."""
+    if not is_fingerprint(fingerprint):
         return np.zeros(WORDS, dtype=np.int64)
-    return np.frombuffer(fingerprint, dtype=">i8").astype(np.int64)
+    return np.frombuffer(bytes(fingerprint), dtype=">i8").astype(np.int64)
 
 
 def bits_apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:

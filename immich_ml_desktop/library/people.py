@@ -36,7 +36,7 @@ from immich_ml_desktop.library.clustering import (
     unit_rows,
     weak_by_quality,
 )
-from immich_ml_desktop.library.copies import copy_components, words
+from immich_ml_desktop.library.copies import copy_components, is_fingerprint, words
 from immich_ml_desktop.library.store import LibraryStore, from_blob
 
 GroupFilter = Literal["all", "unnamed", "named", "hidden"]
@@ -218,17 +218,16 @@ class People:
         return out
 
     def pair_suggestions(self, limit: int = 20) -> list[PairSuggestion]:
-        """The visible suggested pairs, most alike first."""
-        pairs = [g for g in self.groups("all") if g.suggested]
+        """The visible suggested pairs (`FaceGroup.suggested`), most alike first."""
+        rows = self.store.connection().execute(
+            "SELECT a.group_id, f.id, f.vector FROM face_assignments a JOIN faces f ON f.id = a.face_id "
+            "JOIN face_groups g ON g.id = a.group_id WHERE g.model = ? AND g.hidden = 0 AND g.confirmed = 0 "
+            "AND a.group_id IN (SELECT group_id FROM face_assignments GROUP BY group_id HAVING count(*) = ?) "
+            "ORDER BY a.group_id, f.score DESC, f.id", (self.model, PAIR_SIZE)).fetchall()
         out = []
-        for g in pairs:
-            rows = self.store.connection().execute(
-                "SELECT f.id, f.vector FROM face_assignments a JOIN faces f ON f.id = a.face_id WHERE a.group_id = ? "
-                "ORDER BY f.score DESC, f.id", (g.id,)).fetchall()
-            if len(rows) != PAIR_SIZE:
-                continue
-            a, b = unit_rows(np.stack([from_blob(r[1]) for r in rows]))
-            out.append(PairSuggestion(g.id, (rows[0][0], rows[1][0]), float(a @ b)))
+        for first, second in zip(rows[::2], rows[1::2]):
+            a, b = unit_rows(np.stack([from_blob(first[2]), from_blob(second[2])]))
+            out.append(PairSuggestion(first[0], (first[1], second[1]), float(a @ b)))
         out.sort(key=lambda p: -p.similarity)
         return out[:limit]
 
@@ -335,7 +334,7 @@ class People:
         """The suggested pair is not one person: its less certain face (lower detector score) leaves the
         group and never joins it again; the other face keeps the group, now confirmed, so that later
         groupings do not pair the two again."""
-        faces = [f for f in self.group(group_id).faces]
+        faces = self.group(group_id).faces
         if len(faces) != PAIR_SIZE:
             raise InvalidInputError(f"The face group {group_id} is not a pair any more; reload the People page.")
         weaker = min(faces, key=lambda f: (f.score, -f.face_id))
@@ -538,7 +537,7 @@ class People:
 def _copies(rows: list, photos: np.ndarray) -> np.ndarray | None:
     """Which faces are one face in copies of one picture (library/copies.py), from rows whose columns 8..14
     are the photo's fingerprint, width, height and the face's box; None when no photo has a fingerprint."""
-    known = np.array([r[8] is not None and bool(r[9]) and bool(r[10]) for r in rows], dtype=bool)
+    known = np.array([is_fingerprint(r[8]) and bool(r[9]) and bool(r[10]) for r in rows], dtype=bool)
     if not known.any():
         return None
     prints = np.stack([words(r[8]) for r in rows])

@@ -12,6 +12,7 @@ from collections.abc import Collection
 import cv2
 import numpy as np
 
+from immich_ml_desktop.errors import InvalidInputError
 from immich_ml_desktop.models.engine import Engine, Face
 from immich_ml_desktop.models.facial_recognition import DETECTION_SIZE, FaceDetectionOutput
 from immich_ml_desktop.models.images import DecodedImage, ImageInput, decode_image
@@ -38,6 +39,15 @@ CLAHE_CLIP, CLAHE_TILES = 3.0, 8
 # 90/270 only when the caller does not know the photo's orientation.
 ANGLES = (35.0, -35.0)
 UNKNOWN_ORIENTATION_ANGLES = (90.0, 270.0)
+
+
+def check_passes(names: Collection[str], what: str = "Face passes") -> list[str]:
+    """`names` in the order the passes run; refuses a name that is not one of `PASSES` (`what` names
+    where the names came from, in the error)."""
+    unknown = sorted(set(names) - set(PASSES))
+    if unknown:
+        raise InvalidInputError(f"{what}: unknown pass {', '.join(unknown)}; use some of {', '.join(PASSES)}, or none.")
+    return [p for p in PASSES if p in names]
 
 
 def detect_faces_with_fallback(engine: Engine, name: str, image: ImageInput, min_score: float = 0.7,

@@ -35,7 +35,7 @@ from immich_ml_desktop.models.images import DecodedImage
 from immich_ml_desktop.models.predict import Entry, run_entries, to_json
 from immich_ml_desktop.models.registry import model_class, served_tasks
 from immich_ml_desktop.server.answer_cache import AnswerCache, answer_key
-from immich_ml_desktop.services.face_passes import PASSES, detect_faces_with_fallback
+from immich_ml_desktop.services.face_passes import PASSES, check_passes, detect_faces_with_fallback
 from immich_ml_desktop.services.face_quality import measure as measure_face
 from immich_ml_desktop.services.face_quality import photo_fingerprint
 
@@ -215,12 +215,9 @@ class IndexJob:
         if not clip_model and not face_model and not tasks:
             raise UserError("Choose a CLIP model, a face model or both to index with.")
         check_options(face_min_score, workers)
-        unknown = sorted(set(face_passes) - set(PASSES))
-        if unknown:
-            raise InvalidInputError(f"Unknown face pass {', '.join(unknown)}; use some of {', '.join(PASSES)} (or none).")
         # Which of the library's own passes run where Immich's finds no face. Not part of `_face_options`:
         # a change applies to the photos indexed from then on, rather than redoing the whole library.
-        self.face_passes = tuple(p for p in PASSES if p in face_passes)
+        self.face_passes = tuple(check_passes(face_passes))
         self.store = store
         self.engine = engine
         self.source = source
